@@ -1,0 +1,257 @@
+"""The ``inspectnet`` command: a thin Typer layer over the Python API.
+
+Each command parses options, calls one library function and prints its result. Errors
+meant for the user (``InspectnetError``) print as one red line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InspectnetError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Labelled photos of parts in; a trained, measured, explainable CNN classifier out.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into one clear line instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InspectnetError as e:
+            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def metrics_table(m: dict[str, Any], title: str) -> Table:
+    t = Table(title=title, show_header=True)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k in ("split", "n", "accuracy", "balanced_accuracy", "macro_f1", "precision_positive", "recall_positive",
+              "f1_positive", "roc_auc", "pr_auc"):
+        if k in m:
+            t.add_row(k, _fmt(m[k]))
+    at = m.get("at_threshold")
+    if at:
+        t.add_row(f"recall @ threshold {at['threshold']:.3f}", _fmt(at["recall_positive"]))
+        t.add_row("false alarms @ threshold", f"{at['false_alarms']} of {at['n']}")
+    return t
+
+
+@app.command()
+@friendly
+def summary(model: str = typer.Option("seed-cnn", "--model", "-m", help="Registry or timm name."),
+            img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
+            num_classes: int = typer.Option(2, "--num-classes")) -> None:
+    """Keras-style layer table: layer, output shape, parameters."""
+    from .models import create_model, model_info
+    from .summary import summarize
+
+    size = img_size or model_info(model).default_img_size
+    net = create_model(model, num_classes, pretrained=False, img_size=size)
+    print(summarize(net, size))
+
+
+@app.command("models")
+@friendly
+def models_cmd(pattern: str = typer.Argument("*"), all_timm: bool = typer.Option(False, "--all", help="Include every timm architecture.")) -> None:
+    """List the model names that --model accepts."""
+    from .models import list_models, model_info
+
+    names = list_models(pattern, include_timm=all_timm)
+    t = Table("name", "input", "pretrained weights", "about")
+    for n in names:
+        i = model_info(n) if not all_timm or n in list_models() else None
+        t.add_row(n, str(i.default_img_size) if i else "", (i.pretrained_source or "none (random init)") if i else "", i.description if i else "timm")
+    out.print(t)
+
+
+@app.command()
+@friendly
+def train(
+    data: Optional[Path] = typer.Argument(None, help="Folder of class folders, train/val/test folders, or CSV manifest."),
+    approach: Optional[str] = typer.Option(None, "--approach", "-a", help="scratch | features | finetune"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="seed-cnn, efficientnet_lite0/1/2, or a timm name."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<approach>-<model>)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="auto | none | hub (download; needs internet) | FILE"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    img_size: Optional[int] = typer.Option(None, "--img-size"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam | adamw | sgd"),
+    unfreeze: Optional[int] = typer.Option(None, "--unfreeze", help="finetune: top blocks to unfreeze (-1 = all)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Positive class (default damaged/defective or minority)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping patience (0 = off)."),
+    tta_views: Optional[int] = typer.Option(None, "--tta-views", help="Flip/rot90 views averaged: 1, 2, 4 or 8."),
+    target_recall: Optional[float] = typer.Option(None, "--target-recall"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in RUN/skipped.csv)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A config.yaml to start from (e.g. a run's)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train one approach: scratch, features (frozen base) or finetune."""
+    from .config import TrainConfig
+    from .train.fit import train as do_train
+
+    base = TrainConfig.load(config) if config else None
+    if resume is not None:
+        base = TrainConfig.load(resume / "config.yaml")
+        out_dir = resume
+    res = do_train(str(data) if data else None, config=base, out=out_dir, quiet=quiet, resume=resume is not None,
+                   approach=approach, model=model, weights=weights, epochs=epochs, img_size=img_size,
+                   batch_size=batch_size, lr=lr, optimizer=optimizer, unfreeze=unfreeze, seed=seed, device=device,
+                   positive=positive, patience=patience, tta_views=tta_views, target_recall=target_recall,
+                   skip_bad=skip_bad or None)
+    out.print(metrics_table(res.metrics, f"{res.config.approach} · {res.card.architecture} · {res.train_seconds:.0f} s training"))
+    for n in res.notes:
+        out.print(f"  note: {n}")
+    out.print(f"run folder: [bold]{res.run_dir}[/]")
+
+
+@app.command()
+@friendly
+def evaluate(run: Path = typer.Argument(..., help="Run folder."),
+             data: Optional[Path] = typer.Option(None, "--data", help="Other data (default: the run's split)."),
+             split: str = typer.Option("test", "--split", help="test | val | train | all"),
+             device: str = typer.Option("cpu", "--device"),
+             json_out: Optional[Path] = typer.Option(None, "--out", help="Where to write the metrics JSON.")) -> None:
+    """Metrics of a trained run on its own test split or on other data."""
+    from .evaluate.run import evaluate as do_eval
+
+    m = do_eval(run, data=data, split=split, device=device, out=json_out)
+    out.print(metrics_table(m, f"evaluate {run}"))
+    out.print(f"written: {m['_written_to']}")
+
+
+@app.command()
+@friendly
+def predict(run: Path = typer.Argument(..., help="Run folder."),
+            inputs: list[str] = typer.Argument(..., help="Image files, folders or globs."),
+            fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
+            batch_size: int = typer.Option(32, "--batch-size"),
+            device: str = typer.Option("cpu", "--device")) -> None:
+    """Classify images with a trained run."""
+    from .predict import Predictor, expand_inputs
+
+    if fmt not in ("table", "json", "csv"):
+        raise typer.BadParameter(f"--format {fmt!r}: choose table, json or csv")
+    paths = expand_inputs(inputs)
+    pred = Predictor(run, device=device)
+    pos = pred.card.positive_class
+    rows = pred.predict_paths(paths, batch_size=batch_size)
+    if fmt == "json":
+        for r in rows:
+            sys.stdout.write(json.dumps(r) + "\n")
+        return
+    if fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(["path", "verdict", "class", "probability", f"p_{pos}", "error"])
+        for r in rows:
+            w.writerow([r["path"], r["verdict"] or "", r["class"] or "", _fmt(r["probability"]) if r["probability"] is not None else "",
+                        _fmt(r.get(f"p_{pos}")) if r.get(f"p_{pos}") is not None else "", r["error"] or ""])
+        return
+    t = Table("image", "verdict", f"p({pos})", "class", "probability", title=f"threshold {pred.card.threshold:.3f}")
+    n = flagged = 0
+    for r in rows:
+        n += 1
+        if r["error"]:
+            t.add_row(r["path"], f"[red]error: {r['error']}[/]", "", "", "")
+            continue
+        flagged += r["verdict"] == pos
+        style = "red" if r["verdict"] == pos else "green"
+        t.add_row(r["path"], f"[{style}]{r['verdict']}[/]", _fmt(r[f"p_{pos}"]), r["class"], _fmt(r["probability"]))
+    out.print(t)
+    out.print(f"{n} inspected, {flagged} flagged {pos}")
+
+
+@app.command()
+@friendly
+def synth(out_dir: Path = typer.Argument(..., help="Output folder."),
+          n: int = typer.Option(1200, "--n"), seed: int = typer.Option(0, "--seed"),
+          difficulty: str = typer.Option("medium", "--difficulty", help="easy | medium | hard"),
+          size: int = typer.Option(256, "--size"), with_empty: bool = typer.Option(False, "--with-empty"),
+          grayscale: bool = typer.Option(False, "--grayscale"),
+          damaged_fraction: float = typer.Option(0.5, "--damaged-fraction"),
+          jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality"),
+          workers: int = typer.Option(1, "--workers")) -> None:
+    """Render the synthetic insert data set (intact/ damaged/ [empty/], masks, manifest, preview)."""
+    from .synth import generate
+
+    try:
+        p = generate(out_dir, n=n, seed=seed, difficulty=difficulty, size=size, with_empty=with_empty,
+                     grayscale=grayscale, damaged_fraction=damaged_fraction, jpeg_quality=jpeg_quality, workers=workers)
+    except ValueError as e:
+        raise InspectnetError(str(e)) from None
+    out.print(f"wrote {n} images to [bold]{p}[/] (preview: {p / 'preview.png'})")
+
+
+@app.command()
+@friendly
+def compare(data: Path = typer.Argument(..., help="Data set folder or CSV."),
+            out_dir: Path = typer.Option(Path("runs/compare"), "--out", "-o"),
+            scratch_epochs: int = typer.Option(15, "--scratch-epochs"),
+            finetune_epochs: int = typer.Option(8, "--finetune-epochs"),
+            model: str = typer.Option("efficientnet_lite0", "--model"),
+            img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size of the pretrained model."),
+            seed: int = typer.Option(0, "--seed"), quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Train the three approaches on the same split and compare them in one table."""
+    from .compare import compare as do_compare, rows_table
+
+    rows = do_compare(data, out=out_dir, scratch_epochs=scratch_epochs, finetune_epochs=finetune_epochs,
+                      model=model, img_size=img_size, seed=seed, quiet=quiet)
+    out.print(rows_table(rows))
+    out.print(f"written: {out_dir / 'compare.json'}, {out_dir / 'compare.md'}, {out_dir / 'compare.png'}")
+
+
+@app.command()
+@friendly
+def demo(data: Path = typer.Option(Path("data/inserts"), "--data", help="Where the synthetic set lives."),
+         out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
+         n: int = typer.Option(1200, "--n"), difficulty: str = typer.Option("medium", "--difficulty")) -> None:
+    """Synthetic inserts -> the three approaches -> one comparison table, on CPU in minutes."""
+    from .compare import demo as do_demo, rows_table
+
+    rows = do_demo(data=data, out=out_dir, n=n, difficulty=difficulty)
+    out.print(rows_table(rows))
+    for r in rows:
+        rep = Path(r["run_dir"]) / "report.html"
+        out.print(f"  {r['approach']:<9} {r['run_dir']}" + (f"  report: {rep}" if rep.is_file() else ""))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

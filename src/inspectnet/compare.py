@@ -1,0 +1,124 @@
+"""``compare``: the three approaches on the same split, one table; ``demo`` runs it on the
+synthetic insert set with settings that finish on a laptop CPU in minutes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from .io import atomic_write_json, atomic_write_text
+
+ROW_KEYS = ("approach", "model", "params_trainable", "params_total", "epochs", "train_seconds", "accuracy",
+            "balanced_accuracy", "f1_positive", "recall_positive", "roc_auc", "run_dir")
+
+
+def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epochs: int = 15,
+            finetune_epochs: int = 8, model: str = "efficientnet_lite0", img_size: int | None = None,
+            scratch_img_size: int | None = None, seed: int = 0, quiet: bool = False,
+            approaches: tuple[str, ...] = ("scratch", "features", "finetune"), **common: Any) -> list[dict[str, Any]]:
+    """Train each approach on the same seeded split; write ``compare.json/.md/.png``.
+
+    The split is made once by the first run and passed to the others as its ``split.csv``,
+    so every approach sees exactly the same train/val/test images.
+    """
+    from .train.fit import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    split_source: str | Path = data
+    for approach in approaches:
+        is_scratch = approach == "scratch"
+        res = train(split_source, out=out / approach, quiet=quiet, approach=approach, seed=seed,
+                    model="seed-cnn" if is_scratch else model,
+                    epochs=scratch_epochs if is_scratch else finetune_epochs,
+                    img_size=scratch_img_size if is_scratch else img_size, **common)
+        split_source = res.run_dir / "split.csv"  # same images, same split, for the next approach
+        m = res.metrics
+        rows.append({
+            "approach": approach, "model": m["model"], "params_trainable": m["params_trainable"],
+            "params_total": m["params_total"], "epochs": m["epochs_run"], "train_seconds": m["train_seconds"],
+            "accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
+            "f1_positive": m.get("f1_positive"), "recall_positive": m.get("recall_positive"),
+            "roc_auc": m.get("roc_auc"), "run_dir": str(res.run_dir), "split": m.get("split"), "n": m.get("n"),
+        })
+        atomic_write_json(out / "compare.json", rows)  # after each approach: a crash keeps what is done
+    atomic_write_text(out / "compare.md", rows_markdown(rows))
+    _bar_chart(rows, out / "compare.png")
+    return rows
+
+
+def _f(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1%}" if pct else f"{v:.3f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def rows_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="inspectnet compare (test split)")
+    for col in ("approach", "model", "trainable / total params", "epochs", "train s", "accuracy", "bal. acc",
+                "F1 pos", "recall pos", "ROC-AUC"):
+        t.add_column(col, justify="left" if col in ("approach", "model") else "right")
+    for r in rows:
+        t.add_row(r["approach"], r["model"], f"{r['params_trainable']:,} / {r['params_total']:,}", str(r["epochs"]),
+                  f"{r['train_seconds']:.0f}", _f(r["accuracy"], True), _f(r["balanced_accuracy"], True),
+                  _f(r["f1_positive"]), _f(r["recall_positive"]), _f(r["roc_auc"]))
+    return t
+
+
+def rows_markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| approach | model | trainable / total params | epochs | train s | accuracy | bal. acc | F1 pos | recall pos | ROC-AUC |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(f"| {r['approach']} | {r['model']} | {r['params_trainable']:,} / {r['params_total']:,} | "
+                     f"{r['epochs']} | {r['train_seconds']:.0f} | {_f(r['accuracy'], True)} | "
+                     f"{_f(r['balanced_accuracy'], True)} | {_f(r['f1_positive'])} | {_f(r['recall_positive'])} | "
+                     f"{_f(r['roc_auc'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _bar_chart(rows: list[dict[str, Any]], path: Path) -> None:
+    from .evaluate.plots import plt
+    from .io import atomic_write
+
+    keys = ("accuracy", "balanced_accuracy", "f1_positive", "roc_auc")
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        vals = [r.get(k) or 0 for k in keys]
+        xs = [j + i * width for j in range(len(keys))]
+        bars = ax.bar(xs, vals, width, label=f"{r['approach']} ({r['model']})")
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(keys))], keys)
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("test split")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+# Demo settings: small enough for a 2-core CPU in minutes, large enough to show the lesson.
+DEMO = {"scratch_epochs": 15, "finetune_epochs": 3, "img_size": 160, "scratch_img_size": 128}
+
+
+def demo(data: str | Path = "data/inserts", out: str | Path = "runs/demo", n: int = 1200,
+         difficulty: str = "medium", seed: int = 0, quiet: bool = False) -> list[dict[str, Any]]:
+    """Generate the synthetic set if absent, then compare the three approaches on it."""
+    from rich.console import Console
+
+    data = Path(data)
+    con = Console(stderr=True, highlight=False)
+    if not (data / "manifest.csv").is_file():
+        from .synth import generate
+
+        con.print(f"[bold]1/2[/] rendering {n} synthetic insert images ({difficulty}) into {data}")
+        generate(data, n=n, seed=seed, difficulty=difficulty)
+    else:
+        con.print(f"[bold]1/2[/] using the synthetic set in {data} (delete it to render anew)")
+    con.print("[bold]2/2[/] training scratch (seed-cnn), features and finetune (efficientnet_lite0)")
+    return compare(data, out=out, seed=seed, quiet=quiet, **DEMO)

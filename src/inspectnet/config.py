@@ -1,0 +1,155 @@
+"""Typed training configuration that round-trips through YAML and rejects unknown keys.
+
+Every run writes its resolved config to ``RUN/config.yaml``; ``--config FILE`` reads one
+back, so a run can be repeated from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+APPROACHES = ("scratch", "features", "finetune")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. ``None`` means "pick the default for the model".
+
+    Attributes:
+        data: Dataset folder or CSV manifest.
+        approach: ``scratch`` (random init + augmentation), ``features`` (frozen base,
+            linear head on cached features) or ``finetune`` (head first, then the base).
+        model: Registry name (``seed-cnn``, ``efficientnet_lite0``, any timm name).
+        weights: ``auto`` (bundled ImageNet weights where a package ships them, else random),
+            ``none``, ``hub`` (let timm download; needs internet) or a local file path.
+        img_size: Square input size; ``None`` = the model's default (180 seed-cnn, 224 Lite0).
+        epochs: Training epochs (for finetune: the joint stage after the head stage).
+        head_epochs: finetune step 3, epochs of head-only training on cached features.
+        unfreeze: finetune step 4, how many top blocks to unfreeze (``-1`` = all).
+        lr: Learning rate (the head's; the base gets ``lr * base_lr_mult``).
+        base_lr_mult: Ratio of base to head learning rate when fine-tuning.
+        weight_decay: Weight decay (decoupled for AdamW).
+        optimizer: ``adam``, ``adamw`` or ``sgd``.
+        batch_size: Mini-batch size.
+        patience: Early stopping patience in epochs on validation loss (0 = off).
+        seed: Seed of the split, the initialisation and the augmentation.
+        val_fraction / test_fraction: Split sizes when the data does not give a split.
+        positive: Positive class for recall/F1/ROC (default: ``damaged``/``defective`` or
+            the minority class).
+        class_weights: ``auto`` (on when classes differ by more than 1.5x), ``on``, ``off``.
+        augment: Random flips, rotation (degrees) and zoom (fraction) for training.
+        tta_views: Views averaged at feature extraction/evaluation (1, 2, 4 or 8 of the
+            flip/rot90 group; top-view photos of parts have no "up").
+        device: ``auto``, ``cpu`` or ``cuda``.
+        skip_bad: Skip unreadable images (listed in ``RUN/skipped.csv``) instead of stopping.
+        target_recall: Recall of the positive class that the inspection threshold aims for.
+        num_workers: DataLoader workers for decoding (0 = in-process threads).
+    """
+
+    data: str = ""
+    approach: str = "scratch"
+    model: str = "seed-cnn"
+    weights: str = "auto"
+    img_size: int | None = None
+    epochs: int = 15
+    head_epochs: int = 30
+    unfreeze: int = -1
+    lr: float | None = None
+    base_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    batch_size: int = 32
+    patience: int = 5
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    positive: str | None = None
+    class_weights: str = "auto"
+    augment_flip: bool = True
+    augment_rotation: float = 36.0
+    augment_zoom: float = 0.1
+    tta_views: int = 1
+    device: str = "auto"
+    skip_bad: bool = False
+    target_recall: float = 0.99
+    num_workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Check choices and ranges; raise ConfigError naming the field and allowed values."""
+        def one_of(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+        one_of("approach", APPROACHES)
+        one_of("optimizer", OPTIMIZERS)
+        one_of("device", DEVICES)
+        one_of("class_weights", ("auto", "on", "off"))
+        if self.epochs < 1:
+            raise ConfigError(f"epochs={self.epochs} must be at least 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size} must be at least 1")
+        if self.img_size is not None and self.img_size < 16:
+            raise ConfigError(f"img_size={self.img_size} is too small; use at least 16")
+        if self.tta_views not in (1, 2, 4, 8):
+            raise ConfigError(f"tta_views={self.tta_views} must be 1, 2, 4 or 8")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0 <= v < 0.5:
+                raise ConfigError(f"{name}={v} must be in [0, 0.5)")
+        if not 0 < self.target_recall <= 1:
+            raise ConfigError(f"target_recall={self.target_recall} must be in (0, 1]")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys fail loudly with the list of known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        from .io import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of option: value")
+        return cls.from_dict(d)
+
+    def override(self, **kwargs: Any) -> TrainConfig:
+        """A copy with the given non-None values replaced (CLI flags over a config file)."""
+        d = self.to_dict()
+        for k, v in kwargs.items():
+            if v is None:
+                continue
+            if k not in d:
+                raise ConfigError(f"unknown option {k!r}")
+            d[k] = v
+        return TrainConfig.from_dict(d)

@@ -1,0 +1,95 @@
+"""Decode any image file into a 3-channel uint8 tensor, or say exactly why it cannot be.
+
+torchvision.io decodes PNG/JPEG (fast, in C++); Pillow covers the rest (TIFF, BMP, WebP,
+16-bit, palette). Every mode (L, RGB, RGBA, P, I;16, CMYK) ends as RGB.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+# A 20000x20000 image is 400 MP; refuse decompression bombs by name rather than by OOM.
+MAX_PIXELS = 120_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class DecodeError(Exception):
+    """Raised with the reason a file cannot be decoded (the caller adds the path)."""
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey: scale the full range to 8 bits instead of clipping it to white.
+        a = np.asarray(img, dtype=np.float32)
+        hi = a.max() if a.size else 1.0
+        scale = 255.0 / (65535.0 if hi > 255 else max(hi, 1.0))
+        a = np.clip(a * scale, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = ((a - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite onto black, as the tray would be seen without the alpha channel.
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(bg, img)
+    return np.asarray(img.convert("RGB"))
+
+
+def decode_image(path: str | Path) -> torch.Tensor:
+    """Read ``path`` as a ``(3, H, W)`` uint8 tensor.
+
+    Raises:
+        DecodeError: with the decoder's reason (empty file, truncated, not an image, too big).
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise DecodeError(f"cannot read file: {e.strerror}") from None
+    if size == 0:
+        raise DecodeError("file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise DecodeError(f"image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {MAX_PIXELS / 1e6:.0f} MP limit")
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)  # animated GIF/TIFF: the first frame is the photo
+                img.load()
+                arr = _to_rgb_array(img)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DecodeError(f"image too large (decompression-bomb limit): {e}") from None
+    except Image.UnidentifiedImageError:
+        raise DecodeError("not an image file (no decoder recognises its content)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DecodeError(f"corrupt or truncated image: {e}") from None
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+
+def resize_uint8(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a ``(3, H, W)`` uint8 image to ``(3, size, size)`` with antialiasing."""
+    if img.shape[-2:] == (size, size):
+        return img
+    from torchvision.transforms.v2 import functional as F
+
+    return F.resize(img, [size, size], antialias=True)
+
+
+def load_resized(path: str | Path, size: int) -> torch.Tensor:
+    """Decode with Pillow's reducing draft/thumbnail path for speed, then exact-resize."""
+    p = Path(path)
+    img = decode_image(p)
+    return resize_uint8(img, size)

@@ -1,0 +1,102 @@
+"""Evaluate a network on cached images, or a saved run on any data: ``metrics.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.augment import dihedral_views
+from ..errors import DataError
+from ..io import atomic_write_json
+from .metrics import compute_metrics, metrics_at_threshold
+
+
+@torch.inference_mode()
+def predict_probs(network: torch.nn.Module, images: torch.Tensor, batch_size: int = 64, views: int = 1,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Softmax probabilities of uint8 ``(N, 3, S, S)`` images, averaged over ``views``."""
+    was = network.training
+    network.eval()
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = images[s : s + batch_size].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
+        p = sum(network(v).float().softmax(1) for v in dihedral_views(x, views)) / views
+        out.append(p.cpu())
+    network.train(was)
+    if not out:
+        return np.zeros((0, 0))
+    return torch.cat(out).numpy()
+
+
+def full_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], positive: str, threshold: float,
+                 split: str) -> dict[str, Any]:
+    """Argmax metrics under their names, the inspection operating point under ``at_threshold``."""
+    m = compute_metrics(y, probs, classes, positive, split=split)
+    pos = classes.index(positive)
+    m["at_threshold"] = metrics_at_threshold(y, probs[:, pos], pos, threshold)
+    return m
+
+
+def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test", batch_size: int = 64,
+             device: str = "cpu", out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Evaluate a trained run on its own split (default) or on another data set.
+
+    Args:
+        run: Run folder.
+        data: Folder or CSV; ``None`` uses the run's ``split.csv``.
+        split: Which split to evaluate (``test``, ``val``, ``train``, or ``all`` for every image of ``data``).
+        out: Where to write the metrics JSON; default ``RUN/metrics.json`` for the run's own
+            test split, else ``RUN/metrics_<split>.json``.
+
+    Returns:
+        The metrics dict (also written to JSON).
+    """
+    from ..bundle import load_model
+    from ..data.cache import build_cache
+    from ..data.sources import discover, from_csv
+    from ..data.split import stratified_split
+
+    run = Path(run)
+    lm = load_model(run, device=device)
+    card = lm.card
+    if data is None:
+        split_csv = run / "split.csv"
+        if not split_csv.is_file():
+            raise DataError(f"{split_csv} is missing; pass --data to evaluate on a data set")
+        samples = from_csv(split_csv)
+    else:
+        samples = discover(data)
+        if split == "all":
+            for s in samples:
+                s.split = "test"
+        elif any(s.split is None for s in samples):
+            # Unsplit external data: evaluate on all of it.
+            for s in samples:
+                s.split = "test"
+            split = "test"
+        samples = stratified_split(samples)
+    eval_split = "test" if split == "all" else split
+    unknown = sorted({s.label for s in samples} - set(card.classes))
+    if unknown:
+        raise DataError(f"label(s) {', '.join(unknown)} are not classes of this model ({', '.join(card.classes)})")
+    chosen = [s for s in samples if s.split == eval_split]
+    if not chosen:
+        raise DataError(f"no images in split {eval_split!r}")
+    cache, _ = build_cache(chosen, card.classes, card.img_size, progress=progress)
+    c = cache[eval_split]
+    probs = predict_probs(lm.network, c.images, batch_size=batch_size, device=device)
+    m = full_metrics(c.labels.numpy(), probs, card.classes, card.positive_class, card.threshold, eval_split)
+    target = Path(out) if out else run / ("metrics.json" if data is None and split == "test" else f"metrics_{split}.json")
+    if data is None and split == "test" and (run / "metrics.json").is_file():
+        import json
+
+        # Keep what train recorded (validation numbers, timings), refresh the test numbers.
+        prev = json.loads((run / "metrics.json").read_text())
+        prev.update(m)
+        m = prev
+    atomic_write_json(target, m)
+    m["_written_to"] = str(target)
+    return m

@@ -1,0 +1,269 @@
+"""Grad-CAM and Grad-CAM++ for any inspectnet model, plus "does it point at the damage?".
+
+Every inspectnet ``Network`` exposes ``forward_features`` (the last convolutional feature
+map, for the seed CNN and for timm backbones alike) and ``forward_head`` (pooling and
+classifier). Grad-CAM needs only the activations ``A`` of that map and the gradient of a
+class score with respect to them, so we cut the graph there: the features are computed
+without a graph, detached, marked as requiring grad, and only the head is differentiated.
+That needs no hooks, works with frozen parameters (``requires_grad=False``) and in eval
+mode, and never writes ``.grad`` into the model's parameters.
+
+References: Selvaraju et al., "Grad-CAM", ICCV 2017; Chattopadhay et al., "Grad-CAM++",
+WACV 2018 (closed-form weights as in the pytorch-grad-cam package).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "METHODS",
+    "cams_and_logits",
+    "dilate",
+    "energy_inside",
+    "grad_cam",
+    "grad_cam_batch",
+    "pointing_game",
+]
+
+METHODS = ("gradcam", "gradcam++")
+
+
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_class: int | None = None,
+    method: str = "gradcam",
+) -> np.ndarray:
+    """Class-activation heatmap of one image, at the input's resolution.
+
+    Args:
+        model: An inspectnet ``Network`` (anything with ``forward_features`` returning
+            ``(B, C, h, w)`` and ``forward_head``).
+        x: Float image ``(1, C, H, W)`` (or ``(C, H, W)``) in [0, 1], as the model takes it.
+        target_class: Class whose evidence to show; ``None`` uses the predicted class.
+        method: ``"gradcam"`` or ``"gradcam++"``.
+
+    Returns:
+        float32 ``(H, W)`` in [0, 1], scaled so that its maximum is 1 (all zeros when the
+        model has no positive evidence for the class anywhere).
+
+    Raises:
+        ValueError: bad shapes, an unknown method, or a class index out of range.
+    """
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"grad_cam takes one image (1, C, H, W); got shape {tuple(x.shape)}; "
+                         "use grad_cam_batch for several")
+    targets = None if target_class is None else [target_class]
+    return grad_cam_batch(model, x, targets, method=method)[0]
+
+
+def grad_cam_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_classes: Sequence[int] | torch.Tensor | int | None = None,
+    method: str = "gradcam",
+) -> np.ndarray:
+    """Heatmaps for a batch with one forward and one backward pass (for galleries).
+
+    The backward pass differentiates the sum of each image's selected logit; in eval mode
+    images do not interact, so each image's gradient is that of its own score.
+
+    Args:
+        model: An inspectnet ``Network``.
+        x: Float images ``(B, C, H, W)`` in [0, 1].
+        target_classes: One class per image, one int for all, or ``None`` for each image's
+            predicted class.
+        method: ``"gradcam"`` or ``"gradcam++"``.
+
+    Returns:
+        float32 ``(B, H, W)``, each map in [0, 1].
+    """
+    cams, _ = cams_and_logits(model, x, target_classes, methods=(method,))
+    return cams[method]
+
+
+def cams_and_logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_classes: Sequence[int] | torch.Tensor | int | None = None,
+    methods: Sequence[str] = METHODS,
+) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """Several CAM variants from a single forward/backward, and the logits on the way.
+
+    ``explain_image`` uses this to get the prediction, Grad-CAM and Grad-CAM++ at the cost
+    of one pass. Arguments as in :func:`grad_cam_batch`.
+
+    Returns:
+        ``({method: (B, H, W) float32 maps}, logits (B, n_classes) on the CPU, detached)``.
+    """
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown Grad-CAM method {m!r}; choose from {', '.join(METHODS)}")
+    if not torch.is_tensor(x) or x.ndim != 4:
+        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"expected a float tensor (B, C, H, W) in [0, 1], got {shape}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"expected float images in [0, 1], got dtype {x.dtype}; divide by 255 first")
+    device = _model_device(model)
+    x = x.detach().to(device=device, dtype=torch.float32)
+    H, W = x.shape[-2:]
+
+    modes = _training_flags(model)
+    model.eval()  # dropout off, BatchNorm on running stats: the map of the deployed model
+    try:
+        with torch.no_grad():
+            feats = model.forward_features(x)
+        _check_map(feats)
+        # A leaf in the head's own input layout: the gradient is then exactly dScore/dA.
+        feats = feats.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model.forward_head(feats)
+            if logits.ndim != 2:
+                raise ValueError(f"forward_head returned shape {tuple(logits.shape)}, expected (B, n)")
+            idx = _targets(target_classes, logits)
+            score = logits.gather(1, idx[:, None]).sum()
+            (grads,) = torch.autograd.grad(score, feats)
+    finally:
+        _restore_flags(model, modes)
+
+    A, G = feats.detach().double(), grads.double()  # float64: the ++ weights divide small numbers
+    if _is_nhwc(A, model):
+        A, G = A.permute(0, 3, 1, 2), G.permute(0, 3, 1, 2)
+    out: dict[str, np.ndarray] = {}
+    for m in methods:
+        weights = G.mean(dim=(2, 3)) if m == "gradcam" else _gradcam_pp_weights(A, G)
+        cam = F.relu((weights[:, :, None, None] * A).sum(dim=1, keepdim=True))
+        cam = F.interpolate(cam, size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+        out[m] = _scale_to_unit(cam).float().cpu().numpy()
+    return out, logits.detach().float().cpu()
+
+
+def _gradcam_pp_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ channel weights: positive gradients weighted by the closed-form alphas."""
+    g2 = G.pow(2)
+    g3 = g2 * G
+    sum_a = A.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2.0 * g2 + sum_a * g3 + 1e-7)
+    alpha = torch.where(G != 0, alpha, torch.zeros_like(alpha))
+    return (alpha * F.relu(G)).sum(dim=(2, 3))
+
+
+def _scale_to_unit(cam: torch.Tensor) -> torch.Tensor:
+    """Divide each map by its maximum; a map with no positive value stays all zeros."""
+    cam = cam.clamp_min(0)
+    peak = cam.flatten(1).amax(dim=1).view(-1, 1, 1)
+    return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
+
+
+def _targets(target_classes, logits: torch.Tensor) -> torch.Tensor:
+    B, n = logits.shape
+    if target_classes is None:
+        return logits.argmax(dim=1)
+    if isinstance(target_classes, (int, np.integer)):
+        idx = torch.full((B,), int(target_classes), dtype=torch.long)
+    else:
+        idx = torch.as_tensor(list(map(int, target_classes)) if not torch.is_tensor(target_classes)
+                              else target_classes, dtype=torch.long).flatten()
+    if idx.numel() != B:
+        raise ValueError(f"{idx.numel()} target classes for a batch of {B} images")
+    bad = [int(i) for i in idx if not 0 <= int(i) < n]
+    if bad:
+        raise ValueError(f"target class {bad[0]} out of range: the model has {n} classes (0..{n - 1})")
+    return idx.to(logits.device)
+
+
+def _check_map(feats: torch.Tensor) -> None:
+    if feats.ndim != 4:
+        raise ValueError(
+            f"Grad-CAM needs a convolutional feature map (B, C, h, w); this model's "
+            f"forward_features returns shape {tuple(feats.shape)} (a transformer?)"
+        )
+
+
+def _is_nhwc(feats: torch.Tensor, model: nn.Module) -> bool:
+    """True for the few timm models (Swin, some MLP-mixers) whose feature map is NHWC."""
+    try:
+        c = int(model.num_features)
+    except Exception:  # a bare backbone without the attribute: assume the usual NCHW
+        return False
+    return feats.shape[1] != c and feats.shape[-1] == c
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _training_flags(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    # Per module, not model.training: fine-tuning keeps BatchNorm in eval inside a training
+    # model, and explaining must hand that mixed state back untouched.
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore_flags(model: nn.Module, flags: list[tuple[nn.Module, bool]]) -> None:
+    for m, was in flags:
+        m.training = was
+
+
+# ---------------------------------------------------------------- localisation metrics
+
+
+def _check_pair(cam: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c = np.nan_to_num(np.asarray(cam, dtype=np.float64), nan=0.0)
+    m = np.asarray(mask).astype(bool)
+    if c.ndim != 2 or c.shape != m.shape:
+        raise ValueError(f"cam and mask must be 2-D of the same shape, got {c.shape} and {m.shape}")
+    return c, m
+
+
+def dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    """Grow a boolean mask by ``px`` pixels in every direction (a square structuring element)."""
+    m = np.asarray(mask).astype(bool)
+    if px <= 0:
+        return m.copy()
+    t = torch.from_numpy(m.astype(np.float32))[None, None]
+    return F.max_pool2d(t, kernel_size=2 * px + 1, stride=1, padding=px)[0, 0].numpy() > 0
+
+
+def pointing_game(cam: np.ndarray, mask: np.ndarray, dilate_px: int = 4) -> bool:
+    """Does the heatmap's hottest pixel fall on the annotated damage?
+
+    The pointing game of Zhang et al. (2016): a hit when the argmax of the map lies inside
+    the ground-truth mask, dilated by ``dilate_px`` because a heatmap upsampled from a
+    coarse (e.g. 1/8 or 1/32) feature map cannot be more precise than a few pixels.
+
+    Args:
+        cam: ``(H, W)`` heatmap.
+        mask: ``(H, W)`` boolean damage mask.
+        dilate_px: Tolerance in pixels.
+
+    Returns:
+        True on a hit. A constant map points nowhere and counts as a miss.
+    """
+    c, m = _check_pair(cam, mask)
+    if c.max() <= c.min():
+        return False
+    i, j = np.unravel_index(int(np.argmax(c)), c.shape)
+    return bool(dilate(m, dilate_px)[i, j])
+
+
+def energy_inside(cam: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of the heatmap's total mass that lies inside the mask (0 for an empty map).
+
+    Compare it with ``mask.mean()``, what a uniform map would score, to judge it.
+    """
+    c, m = _check_pair(cam, mask)
+    c = np.clip(c, 0.0, None)
+    total = c.sum()
+    return float(c[m].sum() / total) if total > 0 else 0.0

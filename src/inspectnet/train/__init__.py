@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the three approaches and ``train()``."""

@@ -1,0 +1,67 @@
+"""Callbacks: per-epoch history for curves, and the best weights kept in memory."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class History(L.Callback):
+    """Collects one row of logged metrics per epoch (written to ``history.csv``)."""
+
+    def __init__(self, stage: str = "") -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.stage = stage
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "train_loss"}
+        row = {"stage": self.stage, "epoch": trainer.current_epoch + 1, **m}
+        # train metrics of this epoch are logged after validation; patched in on_train_epoch_end.
+        self.rows.append(row)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch + 1:
+            for k in ("train_loss_epoch", "train_acc"):
+                if k in trainer.callback_metrics:
+                    self.rows[-1][k] = float(trainer.callback_metrics[k])
+
+
+class KeepBest(L.Callback):
+    """Keep a copy of the network weights of the epoch with the lowest validation loss.
+
+    Ties are broken by validation balanced accuracy. In memory, not a pickle on disk: the
+    bundle is written from it as safetensors.
+    """
+
+    def __init__(self, monitor: str = "val_loss") -> None:
+        self.monitor = monitor
+        self.best_score = math.inf
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        if score < self.best_score - 1e-6:
+            self.best_score = score
+            self.best_epoch = trainer.current_epoch + 1
+            net = pl_module.network  # type: ignore[attr-defined]
+            self.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = state_dict.get("best_score", math.inf)
+        self.best_epoch = state_dict.get("best_epoch", 0)
+
+    def restore(self, network: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            network.load_state_dict(copy.deepcopy(self.best_state))

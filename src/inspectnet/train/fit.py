@@ -1,0 +1,397 @@
+"""``train()``: data in, one of the three approaches, a measured model bundle out.
+
+The flow goes one way: discover -> split (written to ``split.csv``) -> decode once into a
+uint8 cache -> model from the registry -> approach -> best weights -> test metrics ->
+bundle + ``metrics.json`` + curves in the run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..bundle import ModelCard, library_versions, save_bundle
+from ..config import TrainConfig
+from ..data.augment import BatchAugment
+from ..data.cache import CachedImages, build_cache, fingerprint
+from ..data.sources import discover
+from ..data.split import check_split, counts_table, stratified_split, write_split_csv
+from ..errors import ConfigError
+from ..evaluate.metrics import pick_positive, threshold_for_recall
+from ..evaluate.run import full_metrics, predict_probs
+from ..io import atomic_write_json, atomic_write_text
+from ..models import Network, create_model, model_info
+from .features import extract_features, install_head, train_linear_head
+
+DEFAULT_LR = {"scratch": 1e-3, "features": 1e-3, "finetune": 1e-3}
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: where the run is and how good it is."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    card: ModelCard
+    config: TrainConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False).print(msg)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def class_weights_for(cfg: TrainConfig, counts: list[int]) -> torch.Tensor | None:
+    """Inverse-frequency weights (mean 1) when asked, or automatically at > 1.5x imbalance."""
+    if cfg.class_weights == "off":
+        return None
+    ratio = max(counts) / max(min(counts), 1)
+    if cfg.class_weights == "auto" and ratio <= 1.5:
+        return None
+    w = torch.tensor([1.0 / max(c, 1) for c in counts])
+    return w * len(counts) / w.sum()
+
+
+def _weights_arg(cfg: TrainConfig) -> bool | str:
+    if cfg.weights == "auto":
+        return cfg.approach != "scratch"
+    if cfg.weights == "none":
+        return False
+    return cfg.weights  # "hub" or a file path
+
+
+def _loader(c: CachedImages, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+    ds = torch.utils.data.TensorDataset(c.images, c.labels)
+    g = torch.Generator().manual_seed(seed)
+    # Drop a last batch of one: BatchNorm cannot normalise a single image in train mode.
+    drop = shuffle and len(c) % batch_size == 1
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, drop_last=drop)
+
+
+def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedImages], *, lr: float,
+                   base_lr_mult: float, epochs: int, augment: BatchAugment, freeze_bn: bool,
+                   class_weights: torch.Tensor | None, device: torch.device, run_dir: Path, stage: str,
+                   quiet: bool, resume: bool = False) -> tuple[list[dict[str, Any]], int, float]:
+    """One Lightning training stage; restores the best epoch's weights (lowest val loss).
+
+    Returns (history rows, best epoch, best validation loss).
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from .callbacks import History, KeepBest
+    from .module import ClassifierModule
+
+    module = ClassifierModule(network, lr=lr, base_lr_mult=base_lr_mult, weight_decay=cfg.weight_decay,
+                              optimizer=cfg.optimizer, class_weights=class_weights, augment=augment,
+                              freeze_bn=freeze_bn, warmup_epochs=1 if stage == "finetune" else 0)
+    history, best = History(stage), KeepBest("val_loss")
+    callbacks: list[Any] = [history, best]
+    has_val = "val" in cache
+    if cfg.patience > 0 and has_val:
+        callbacks.append(EarlyStopping("val_loss", patience=cfg.patience, mode="min"))
+    ckpt_dir = run_dir / "checkpoints"
+    # last.ckpt exists for --resume only; the deliverable is the safetensors bundle.
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=f"{stage}-last", save_last=False,
+                                     save_top_k=1, monitor=None, every_n_epochs=1))
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        callbacks=callbacks,
+        enable_model_summary=False,
+        enable_progress_bar=not quiet,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        deterministic=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+        ckpt = ckpt_dir / f"{stage}-last.ckpt"
+        trainer.fit(
+            module,
+            train_dataloaders=_loader(cache["train"], cfg.batch_size, True, cfg.seed),
+            val_dataloaders=_loader(cache["val"], cfg.batch_size * 2, False, cfg.seed) if has_val else None,
+            ckpt_path=str(ckpt) if resume and ckpt.is_file() else None,
+        )
+    best.restore(network)
+    return history.rows, best.best_epoch, best.best_score
+
+
+def _val_loss(network: Network, c: CachedImages | None, device: torch.device, views: int = 1) -> float:
+    if c is None:
+        return float("nan")
+    p = predict_probs(network, c.images, device=device, views=views)
+    return float(-np.log(np.clip(p[np.arange(len(c)), c.labels.numpy()], 1e-7, 1)).mean())
+
+
+def _head_on_features(network: Network, cache: dict[str, CachedImages], cfg: TrainConfig, n_classes: int,
+                      class_weights: torch.Tensor | None, device: torch.device, quiet: bool) -> dict[str, float]:
+    """Freeze the base, extract pooled features once, fit the linear head on them."""
+    for p in network.parameters():
+        p.requires_grad_(False)
+    network.to(device).to(memory_format=torch.channels_last)
+    f_tr = extract_features(network, cache["train"].images, views=cfg.tta_views, device=device,
+                            desc="features train", progress=not quiet)
+    f_va = (extract_features(network, cache["val"].images, views=cfg.tta_views, device=device,
+                             desc="features val", progress=not quiet) if "val" in cache else None)
+    head, info = train_linear_head(f_tr, cache["train"].labels, f_va,
+                                   cache["val"].labels if "val" in cache else None, n_classes, class_weights)
+    install_head(network, head.to(device))
+    return info
+
+
+def train(data: str | Path | None = None, *, config: TrainConfig | None = None, out: str | Path | None = None,
+          quiet: bool = False, resume: bool = False, **overrides: Any) -> TrainResult:
+    """Train one approach end to end and write the run folder.
+
+    Args:
+        data: Folder of class folders, pre-split folder, or CSV manifest.
+        config: A base config (e.g. ``TrainConfig.load("config.yaml")``); keyword overrides win.
+        out: Run folder (default ``runs/<approach>-<model>``).
+        quiet: No progress bars or messages.
+        resume: Continue the Lightning stage from ``out/checkpoints`` when present.
+        **overrides: Any ``TrainConfig`` field, e.g. ``approach="finetune", epochs=8``.
+
+    Returns:
+        TrainResult with the run folder, test metrics (validation when there is no test
+        split) and the model card.
+
+    Raises:
+        DataError / ConfigError / ModelError with a one-line reason.
+    """
+    cfg = (config or TrainConfig()).override(data=str(data) if data is not None else None, **overrides).validate()
+    if not cfg.data:
+        raise ConfigError("no data given; pass a folder of class folders or a CSV manifest")
+    run_dir = Path(out or f"runs/{cfg.approach}-{cfg.model}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    samples = stratified_split(discover(cfg.data), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    check_split(samples)
+    classes = sorted({s.label for s in samples})
+    train_counts = Counter(s.label for s in samples if s.split == "train")
+    positive = pick_positive(classes, dict(train_counts), cfg.positive)
+    info = model_info(cfg.model)
+    cfg.img_size = cfg.img_size or info.default_img_size
+    cfg.positive = positive
+    if cfg.lr is None:
+        cfg.lr = DEFAULT_LR[cfg.approach]
+    device = resolve_device(cfg.device)
+    write_split_csv(samples, run_dir / "split.csv")
+    cfg.save(run_dir / "config.yaml")
+    counts = counts_table(samples)
+    _say(f"[bold]inspectnet train[/] {cfg.approach} · {info.name} · {cfg.img_size}px · device {device} · "
+         f"classes {', '.join(classes)} (positive: {positive})", quiet)
+    _say("  images per split: " + "; ".join(f"{k} " + ", ".join(f"{c}={n}" for c, n in v.items())
+                                            for k, v in counts.items()), quiet)
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    cache, bad = build_cache(samples, classes, cfg.img_size, skip_bad=cfg.skip_bad, progress=not quiet)
+    if bad:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "reason"])
+        w.writerows([[str(b.path), b.reason] for b in bad])
+        atomic_write_text(run_dir / "skipped.csv", buf.getvalue())
+        _say(f"[yellow]skipped {len(bad)} unreadable image(s); listed in {run_dir / 'skipped.csv'}[/]", quiet)
+    if "train" not in cache:
+        raise ConfigError("no readable training images are left")
+
+    n_classes = len(classes)
+    cw = class_weights_for(cfg, [int((cache["train"].labels == i).sum()) for i in range(n_classes)])
+    if cw is not None:
+        _say(f"  class-weighted loss: {dict(zip(classes, [round(float(v), 3) for v in cw]))}", quiet)
+    network = create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size)
+    network.to(device).to(memory_format=torch.channels_last)
+    history: list[dict[str, Any]] = []
+    notes: list[str] = []
+    augment = BatchAugment(cfg.augment_flip, cfg.augment_rotation, cfg.augment_zoom)
+
+    t_train = time.perf_counter()
+    if cfg.approach == "scratch":
+        _say(f"  from scratch: random init, augmentation flip={cfg.augment_flip} rotation=±{cfg.augment_rotation}° "
+             f"zoom=±{cfg.augment_zoom:.0%}, {cfg.optimizer} lr={cfg.lr}, up to {cfg.epochs} epochs", quiet)
+        rows, best_epoch, _ = _lightning_fit(network, cfg, cache, lr=cfg.lr, base_lr_mult=1.0, epochs=cfg.epochs,
+                                             augment=augment, freeze_bn=False, class_weights=cw, device=device,
+                                             run_dir=run_dir, stage="scratch", quiet=quiet, resume=resume)
+        history += rows
+        notes.append(f"best epoch {best_epoch} (lowest validation loss)")
+    elif cfg.approach == "features":
+        _say(f"  feature extraction: frozen {info.name} base (BatchNorm frozen), logistic-regression head on "
+             f"cached pooled features ({cfg.tta_views} view(s)), L2 chosen on validation", quiet)
+        hinfo = _head_on_features(network, cache, cfg, n_classes, cw, device, quiet)
+        history.append({"stage": "head", "epoch": 1, "val_loss": hinfo["val_loss"],
+                        "val_balanced_accuracy": hinfo["val_balanced_accuracy"], "l2": hinfo["l2"]})
+        notes.append(f"head L2={hinfo['l2']:g} chosen on validation")
+    else:
+        blocks = _unfreeze_top(network, cfg.unfreeze, dry_run=True)
+        _say(f"  fine-tuning in five steps: (1) new {n_classes}-class head, (2) freeze the base, (3) train the head "
+             f"on cached features, (4) unfreeze {blocks}, (5) train jointly {cfg.epochs} epochs, head lr {cfg.lr:g}, "
+             f"base lr {cfg.lr * cfg.base_lr_mult:g}, cosine decay, BatchNorm statistics frozen", quiet)
+        hinfo = _head_on_features(network, cache, cfg, n_classes, cw, device, quiet)
+        head_state = {k: v.clone() for k, v in network.state_dict().items()}
+        head_val = _val_loss(network, cache.get("val"), device)
+        history.append({"stage": "head", "epoch": 0, "val_loss": head_val,
+                        "val_balanced_accuracy": hinfo["val_balanced_accuracy"]})
+        for p in network.get_classifier().parameters():
+            p.requires_grad_(True)
+        _unfreeze_top(network, cfg.unfreeze)
+        rows, best_epoch, best_val = _lightning_fit(
+            network, cfg, cache, lr=cfg.lr, base_lr_mult=cfg.base_lr_mult, epochs=cfg.epochs,
+            augment=augment, freeze_bn=True, class_weights=cw, device=device, run_dir=run_dir,
+            stage="finetune", quiet=quiet, resume=resume)
+        history += rows
+        if "val" in cache and not best_val < head_val:
+            # Never end worse than the frozen features: validation says the joint stage did not help.
+            network.load_state_dict(head_state)
+            msg = (f"joint fine-tuning did not beat the head-only model on validation "
+                   f"(val loss {best_val:.4f} vs {head_val:.4f}); keeping the head-only weights")
+            notes.append(msg)
+            _say(f"[yellow]  {msg}[/]", quiet)
+        else:
+            notes.append(f"best joint epoch {best_epoch}: val loss {best_val:.4f} (head only: {head_val:.4f})")
+    train_seconds = time.perf_counter() - t_train
+    for p in network.parameters():
+        p.requires_grad_(True)
+
+    # Operating threshold on validation; every number of the test split comes after this.
+    eval_views = cfg.tta_views
+    pos_idx = classes.index(positive)
+    threshold = 0.5
+    val_metrics = None
+    if "val" in cache:
+        pv = predict_probs(network, cache["val"].images, device=device, views=eval_views)
+        yv = cache["val"].labels.numpy()
+        threshold = threshold_for_recall(yv, pv[:, pos_idx], pos_idx, cfg.target_recall)
+        val_metrics = full_metrics(yv, pv, classes, positive, threshold, "val")
+    final_split = "test" if "test" in cache else "val"
+    if final_split in cache:
+        c = cache[final_split]
+        probs = predict_probs(network, c.images, device=device, views=eval_views)
+        metrics = full_metrics(c.labels.numpy(), probs, classes, positive, threshold, final_split)
+    else:
+        metrics = {"split": None, "n": 0}
+    total_params = sum(p.numel() for p in network.parameters())
+    trainable = _count_trainable(network, cfg)
+    metrics.update({
+        "approach": cfg.approach, "model": info.name, "img_size": cfg.img_size,
+        "train_seconds": round(train_seconds, 2), "total_seconds": round(time.perf_counter() - t_start, 2),
+        "params_total": total_params, "params_trainable": trainable,
+        "epochs_run": max([r.get("epoch", 0) for r in history if r.get("stage") != "head"], default=0),
+        "threshold": threshold, "target_recall": cfg.target_recall, "notes": notes,
+        "validation": val_metrics, "counts": counts,
+    })
+    card = ModelCard(
+        architecture=info.name, classes=classes, positive_class=positive, img_size=cfg.img_size,
+        mean=network.mean.flatten().tolist(), std=network.std.flatten().tolist(), threshold=threshold,
+        approach=cfg.approach,
+        metrics={k: metrics.get(k) for k in ("split", "n", "accuracy", "balanced_accuracy", "f1_positive",
+                                              "recall_positive", "roc_auc")},
+        versions=library_versions(), data_fingerprint=fingerprint(samples),
+    )
+    save_bundle(run_dir, network.cpu(), card)
+    network.to(device)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    _write_history(run_dir, history)
+    result = TrainResult(run_dir, metrics, card, cfg, history, train_seconds, notes)
+    _after_training(result, cache, network, device, quiet)
+    return result
+
+
+def _count_trainable(network: Network, cfg: TrainConfig) -> int:
+    if cfg.approach == "features":
+        return sum(p.numel() for p in network.get_classifier().parameters())
+    if cfg.approach == "finetune" and cfg.unfreeze >= 0:
+        return sum(p.numel() for p in _top_block_params(network, cfg.unfreeze))
+    return sum(p.numel() for p in network.parameters())
+
+
+def _blocks(network: Network) -> list[torch.nn.Module]:
+    bb = network.backbone
+    if hasattr(bb, "blocks"):
+        return list(bb.blocks)
+    if hasattr(bb, "features"):
+        return list(bb.features)
+    return [m for m in bb.children()]
+
+
+def _top_block_params(network: Network, k: int) -> list[torch.nn.Parameter]:
+    blocks = _blocks(network)
+    chosen = blocks[-k:] if k > 0 else []
+    params = [p for b in chosen for p in b.parameters()]
+    # Layers after the blocks (final conv, head norm) belong to the "top" too.
+    bb = network.backbone
+    for name in ("conv_head", "bn2", "fc1"):
+        if hasattr(bb, name):
+            params += list(getattr(bb, name).parameters())
+    params += list(network.get_classifier().parameters())
+    return params
+
+
+def _unfreeze_top(network: Network, k: int, dry_run: bool = False) -> str:
+    """Unfreeze the top ``k`` blocks (``-1`` = the whole base); returns a description."""
+    n = len(_blocks(network))
+    if dry_run:
+        return "the whole base" if k < 0 or k >= n else f"the top {k} of {n} blocks"
+    if k < 0 or k >= n:
+        for p in network.parameters():
+            p.requires_grad_(True)
+    else:
+        for p in _top_block_params(network, k):
+            p.requires_grad_(True)
+    return ""
+
+
+def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    if not history:
+        return
+    keys: list[str] = []
+    for r in history:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(run_dir / "history.csv", buf.getvalue())
+    try:
+        from ..evaluate.plots import plot_history
+
+        plot_history(history, run_dir / "curves.png")
+    except ImportError:
+        pass
+
+
+def _after_training(result: TrainResult, cache: dict[str, CachedImages], network: Network,
+                    device: torch.device, quiet: bool) -> None:
+    """Hook for the HTML report (written when the report module is present)."""
+    try:
+        from ..evaluate.report import write_report_for_training
+    except ImportError:
+        return
+    write_report_for_training(result, cache, network, device, quiet=quiet)
