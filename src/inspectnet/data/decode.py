@@ -76,7 +76,7 @@ def decode_image(path: str | Path) -> torch.Tensor:
         raise DecodeError("not an image file (no decoder recognises its content)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DecodeError(f"corrupt or truncated image: {e}") from None
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).contiguous()
 
 
 def resize_uint8(img: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,0 +1,60 @@
+"""The registry and the classifier contract, for every model we register."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inspectnet.errors import ModelError
+from inspectnet.models import create_model, list_models
+
+
+def test_seed_cnn_is_the_course_cnn() -> None:
+    net = create_model("seed-cnn", 2, pretrained=False, img_size=180)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 64]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    assert net.backbone.fc1.in_features == 64 * 22 * 22 and net.backbone.fc1.out_features == 128
+    assert net.backbone.dropout.p == 0.2
+    # Keras counts for the same model at 180 px: 3,988,898 parameters.
+    assert sum(p.numel() for p in net.parameters()) == 3_988_898
+
+
+@pytest.mark.parametrize("name,size", [("seed-cnn", 64), ("efficientnet_lite0", 64)])
+def test_contract(name: str, size: int) -> None:
+    torch.manual_seed(0)
+    net = create_model(name, 3, pretrained=False, img_size=size)
+    x = torch.rand(2, 3, size, size)
+    feats = net.forward_features(x)
+    assert feats.ndim == 4 and feats.shape[1] == net.num_features
+    logits = net.forward_head(feats)
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+    assert net.pooled_features(x).shape[0] == 2
+    logits.sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    net.reset_classifier(5)
+    assert net(x).shape == (2, 5)
+
+
+def test_lite0_shipped_weights_know_a_cat() -> None:
+    skimage = pytest.importorskip("skimage.data")
+    img = torch.from_numpy(skimage.chelsea()).permute(2, 0, 1).float()[None] / 255
+    x = torch.nn.functional.interpolate(img, size=(224, 224), mode="bilinear", antialias=True)
+    net = create_model("efficientnet_lite0", 1000, pretrained=True).eval()
+    with torch.no_grad():
+        top = net(x).softmax(1).topk(3).indices[0].tolist()
+    # ImageNet 281-285 are the domestic cats (285 = Egyptian cat).
+    assert top[0] in range(281, 286)
+
+
+def test_unknown_name_lists_valid_ones() -> None:
+    with pytest.raises(ModelError) as e:
+        create_model("efficientnet_lite9x", 2)
+    assert "seed-cnn" in str(e.value) and "efficientnet_lite0" in str(e.value)
+    assert "efficientnet_lite*" not in list_models()
+    assert {"seed-cnn", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= set(list_models())
+
+
+def test_lecture_alias_resolves_to_timm_random_init_offline() -> None:
+    net = create_model("resnet50", 2, pretrained=False)
+    assert type(net.backbone).__name__ == "ResNet"
