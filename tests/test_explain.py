@@ -46,14 +46,21 @@ def test_no_kernel_flip_matches_torch_conv2d():
     # Cross-correlation, as Conv2d: an asymmetric kernel tells it apart from true convolution.
     rng = np.random.default_rng(0)
     img, k = rng.random((9, 11)), rng.standard_normal((3, 3))
-    ref = torch.nn.functional.conv2d(torch.tensor(img)[None, None], torch.tensor(k)[None, None],
-                                     stride=2, padding=1)[0, 0].numpy()
+    ref = torch.nn.functional.conv2d(
+        torch.tensor(img)[None, None], torch.tensor(k)[None, None], stride=2, padding=1
+    )[0, 0].numpy()
     np.testing.assert_allclose(convolve2d(img, k, stride=2, padding="same"), ref, atol=1e-12)
 
 
-@pytest.mark.parametrize(("padding", "stride", "shape"), [
-    ("same", 1, (7, 10)), ("valid", 1, (5, 8)), ("valid", 2, (3, 4)), ("same", 2, (4, 5)),
-])
+@pytest.mark.parametrize(
+    ("padding", "stride", "shape"),
+    [
+        ("same", 1, (7, 10)),
+        ("valid", 1, (5, 8)),
+        ("valid", 2, (3, 4)),
+        ("same", 2, (4, 5)),
+    ],
+)
 def test_output_shapes(padding, stride, shape):
     assert convolve2d(np.ones((7, 10)), "box", stride=stride, padding=padding).shape == shape
 
@@ -70,7 +77,8 @@ def test_sobel_h_sees_horizontal_not_vertical_edges():
 def test_smoothing_kernels_sum_to_one_and_registry_is_read_only():
     assert load_kernel("box").sum() == pytest.approx(1.0)
     assert load_kernel("Gaussian").sum() == pytest.approx(1.0)
-    assert set(KERNELS) >= {"laplacian", "sobel-h", "sobel-v", "emboss", "sharpen", "box", "gaussian"}
+    classic = {"laplacian", "sobel-h", "sobel-v", "emboss", "sharpen", "box", "gaussian"}
+    assert set(KERNELS) >= classic
     load_kernel("laplacian")[0, 0] = 99  # a copy: the registry must not change
     assert KERNELS["laplacian"][0, 0] == 0
 
@@ -81,11 +89,14 @@ def test_kernel_file_roundtrip(tmp_path):
     np.testing.assert_array_equal(load_kernel(f), [[1, 0, -1], [2, 0, -2], [1, 0, -1]])
 
 
-@pytest.mark.parametrize(("text", "why"), [
-    ("1 2 3\n4 5\n1 2 3\n", "ragged"),
-    ("1 2 x\n4 5 6\n", "'x'"),
-    ("\n# nothing\n", "empty"),
-])
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("1 2 3\n4 5\n1 2 3\n", "ragged"),
+        ("1 2 x\n4 5 6\n", "'x'"),
+        ("\n# nothing\n", "empty"),
+    ],
+)
 def test_bad_kernel_file_names_path_and_reason(tmp_path, text, why):
     f = tmp_path / "bad_kernel.txt"
     f.write_text(text)
@@ -126,14 +137,20 @@ def square_model():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     model = create_model("seed-cnn", num_classes=2, pretrained=False, img_size=64)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(40):
-        x, y = _square_batch(32, gen)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    # One thread: on a shared 2-core box, two threads fighting other jobs ran 4x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(25):  # 1-3 s; 25 steps learn the task for every seed we tried
+            x, y = _square_batch(16, gen)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     xv, yv = _square_batch(64, gen)
     model.eval()
     with torch.no_grad():
@@ -153,11 +170,12 @@ def test_gradcam_peaks_on_the_bright_square(square_model, method, where):
     cam = grad_cam(square_model, x, target_class=1, method=method)
     assert cam.shape == (64, 64) and cam.min() >= 0 and cam.max() == pytest.approx(1.0)
     assert pointing_game(cam, mask, dilate_px=4)
-    assert energy_inside(cam, mask) > 2 * mask.mean()  # clearly better than a flat map
+    assert energy_inside(cam, mask) > 5 * mask.mean()  # far more than a flat map's share
 
 
 def test_gradcam_restores_modes_and_leaves_no_param_grads(square_model):
     m = square_model
+    m.zero_grad(set_to_none=True)  # the fixture's training left gradients behind
     m.train()
     m.backbone.features.eval()  # a mixed state, as fine-tuning with frozen BatchNorm makes
     for p in m.parameters():
@@ -269,12 +287,19 @@ def test_overlay_and_png_bytes():
 
 def test_explain_image_writes_everything(seed64, tmp_path):
     img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
-    res = explain_image(seed64, img, tmp_path, "part1", layer="backbone.features.3",
-                        class_names=["damaged", "intact"])
+    res = explain_image(
+        seed64,
+        img,
+        tmp_path,
+        "part1",
+        layer="backbone.features.3",
+        class_names=["damaged", "intact"],
+    )
     assert set(res["files"]) == {"gradcam", "gradcam++", "filters", "maps"}
     assert res["files"]["gradcam++"].name == "part1_gradcam++.png"
     assert res["files"]["maps"].name == "part1_backbone.features.3_maps.png"
     assert all(p.is_file() for p in res["files"].values())
+    assert Image.open(res["files"]["gradcam"]).size == (256, 256)  # enlarged for reading
     assert res["label"] in ("damaged", "intact")
     assert sum(res["probabilities"].values()) == pytest.approx(1.0)
     with pytest.raises(ValueError):

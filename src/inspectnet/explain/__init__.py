@@ -1,6 +1,13 @@
 """Explainability: classic convolution kernels, Grad-CAM, filters and feature maps."""
 
-from .gradcam import METHODS, cams_and_logits, energy_inside, grad_cam, grad_cam_batch, pointing_game
+from .gradcam import (
+    METHODS,
+    cams_and_logits,
+    energy_inside,
+    grad_cam,
+    grad_cam_batch,
+    pointing_game,
+)
 from .kernels import KERNELS, KernelError, convolve2d, convolve_panel, format_matrix, load_kernel
 from .layers import (
     LayerError,

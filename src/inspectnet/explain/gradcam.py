@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = [
     "METHODS",
@@ -59,8 +59,10 @@ def grad_cam(
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError(f"grad_cam takes one image (1, C, H, W); got shape {tuple(x.shape)}; "
-                         "use grad_cam_batch for several")
+        raise ValueError(
+            f"grad_cam takes one image (1, C, H, W); got shape {tuple(x.shape)}; "
+            "use grad_cam_batch for several"
+        )
     targets = None if target_class is None else [target_class]
     return grad_cam_batch(model, x, targets, method=method)[0]
 
@@ -111,7 +113,9 @@ def cams_and_logits(
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"expected a float tensor (B, C, H, W) in [0, 1], got {shape}")
     if not torch.is_floating_point(x):
-        raise ValueError(f"expected float images in [0, 1], got dtype {x.dtype}; divide by 255 first")
+        raise ValueError(
+            f"expected float images in [0, 1], got dtype {x.dtype}; divide by 255 first"
+        )
     device = _model_device(model)
     x = x.detach().to(device=device, dtype=torch.float32)
     H, W = x.shape[-2:]
@@ -127,7 +131,9 @@ def cams_and_logits(
         with torch.enable_grad():
             logits = model.forward_head(feats)
             if logits.ndim != 2:
-                raise ValueError(f"forward_head returned shape {tuple(logits.shape)}, expected (B, n)")
+                raise ValueError(
+                    f"forward_head returned shape {tuple(logits.shape)}, expected (B, n)"
+                )
             idx = _targets(target_classes, logits)
             score = logits.gather(1, idx[:, None]).sum()
             (grads,) = torch.autograd.grad(score, feats)
@@ -170,13 +176,19 @@ def _targets(target_classes, logits: torch.Tensor) -> torch.Tensor:
     if isinstance(target_classes, (int, np.integer)):
         idx = torch.full((B,), int(target_classes), dtype=torch.long)
     else:
-        idx = torch.as_tensor(list(map(int, target_classes)) if not torch.is_tensor(target_classes)
-                              else target_classes, dtype=torch.long).flatten()
+        idx = torch.as_tensor(
+            list(map(int, target_classes))
+            if not torch.is_tensor(target_classes)
+            else target_classes,
+            dtype=torch.long,
+        ).flatten()
     if idx.numel() != B:
         raise ValueError(f"{idx.numel()} target classes for a batch of {B} images")
     bad = [int(i) for i in idx if not 0 <= int(i) < n]
     if bad:
-        raise ValueError(f"target class {bad[0]} out of range: the model has {n} classes (0..{n - 1})")
+        raise ValueError(
+            f"target class {bad[0]} out of range: the model has {n} classes (0..{n - 1})"
+        )
     return idx.to(logits.device)
 
 
@@ -192,7 +204,7 @@ def _is_nhwc(feats: torch.Tensor, model: nn.Module) -> bool:
     """True for the few timm models (Swin, some MLP-mixers) whose feature map is NHWC."""
     try:
         c = int(model.num_features)
-    except Exception:  # a bare backbone without the attribute: assume the usual NCHW
+    except (AttributeError, TypeError, ValueError, NotImplementedError):  # bare backbone: NCHW
         return False
     return feats.shape[1] != c and feats.shape[-1] == c
 

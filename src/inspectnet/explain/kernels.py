@@ -236,10 +236,9 @@ def convolve_panel(
     Raises:
         KernelError: a bad kernel or image; ValueError: bad stride or padding.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # headless: never needs a display
-    import matplotlib.pyplot as plt
+    # A bare Figure renders with Agg and touches no pyplot state: headless, thread-safe,
+    # and it leaves a notebook user's backend alone.
+    from matplotlib.figure import Figure
 
     from ..io import atomic_write
 
@@ -250,26 +249,30 @@ def convolve_panel(
     outs = [convolve2d(img, k, stride=stride, padding=padding) for _, k in named]
 
     n = len(named) + 1
-    fig, axes = plt.subplots(2, n, figsize=(2.8 * n, 5.8), squeeze=False)
+    fig = Figure(figsize=(2.8 * n, 5.8))
+    axes = fig.subplots(2, n, squeeze=False)
     axes[0, 0].imshow(img, cmap="gray", vmin=0.0, vmax=1.0)
     axes[0, 0].set_title(f"input {img.shape[1]}x{img.shape[0]}", fontsize=9)
     axes[1, 0].axis("off")
-    axes[1, 0].text(0.0, 0.5, f"stride {stride}\npadding {padding!r}", fontsize=9,
-                    transform=axes[1, 0].transAxes)
+    axes[1, 0].text(
+        0.0,
+        0.5,
+        f"stride {stride}\npadding {padding!r}",
+        fontsize=9,
+        transform=axes[1, 0].transAxes,
+    )
     for col, ((name, k), out) in enumerate(zip(named, outs), start=1):
         _draw_kernel(axes[0, col], k)
         axes[0, col].set_title(name, fontsize=9)
         axes[1, col].imshow(out, cmap="gray")
-        axes[1, col].set_title(f"{out.shape[1]}x{out.shape[0]}  [{out.min():.2g}, {out.max():.2g}]",
-                               fontsize=8)
+        axes[1, col].set_title(
+            f"{out.shape[1]}x{out.shape[0]}  [{out.min():.2g}, {out.max():.2g}]", fontsize=8
+        )
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    try:
-        return atomic_write(out_png, lambda p: fig.savefig(p, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+    return atomic_write(out_png, lambda p: fig.savefig(p, format="png", dpi=100))
 
 
 def _kernel_label(k: str | Path) -> str:

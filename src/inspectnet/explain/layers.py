@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..errors import ModelError
 from .gradcam import _model_device, _restore_flags, _training_flags, cams_and_logits
@@ -189,7 +189,9 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
         raise ValueError(f"layer {layer!r} is not used by the model's forward pass")
     out = got[0]
     if out.ndim != 4:
-        raise ValueError(f"layer {layer!r} outputs shape {tuple(out.shape)}, not a (1, C, h, w) map")
+        raise ValueError(
+            f"layer {layer!r} outputs shape {tuple(out.shape)}, not a (1, C, h, w) map"
+        )
     return out[0].float().cpu()
 
 
@@ -204,7 +206,9 @@ def save_feature_maps(
     Each channel is scaled to [0, 1] on its own: a channel's pattern, not its magnitude,
     is what tells what it detects. Small maps are enlarged (nearest) to stay visible.
     """
-    a = maps.detach().float().cpu().numpy() if torch.is_tensor(maps) else np.asarray(maps, np.float32)
+    if torch.is_tensor(maps):
+        maps = maps.detach().float().cpu().numpy()
+    a = np.asarray(maps, dtype=np.float32)
     if a.ndim != 3:
         raise ValueError(f"feature maps must be (C, h, w), got shape {a.shape}")
     a = a[: max(1, max_maps)]
@@ -238,6 +242,7 @@ def explain_image(
     class_names: Sequence[str] | None = None,
     target_class: int | None = None,
     alpha: float = 0.45,
+    display_image: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Everything ``inspectnet explain`` shows for one image, written to ``out_dir``.
 
@@ -255,6 +260,9 @@ def explain_image(
         class_names: Names for the class indices; defaults to ``"0"``, ``"1"``...
         target_class: Class to explain; default the predicted one.
         alpha: Heatmap opacity in the overlays.
+        display_image: Optional full-resolution photo (uint8 RGB) to draw the heatmaps
+            on; by default the input image, enlarged to at least 256 px so that a 64 px
+            input stays readable.
 
     Returns:
         ``{"predicted": int, "label": str, "target_class": int, "probabilities":
@@ -265,7 +273,10 @@ def explain_image(
     """
     out_dir = Path(out_dir)
     x = _image_tensor(image)
-    img_u8 = (x[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    if display_image is None:
+        img_u8 = (x[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+        f = max(1, 256 // max(img_u8.shape[:2]))
+        display_image = np.repeat(np.repeat(img_u8, f, axis=0), f, axis=1)
     if layer is not None:
         _resolve_layer(model, layer)  # fail before writing anything
     cams, logits = cams_and_logits(model, x, target_class, methods=("gradcam", "gradcam++"))
@@ -276,11 +287,13 @@ def explain_image(
     pred = int(np.argmax(probs))
     files: dict[str, Path] = {}
     for method, cam in cams.items():
-        files[method] = save_png(overlay_heatmap(img_u8, cam[0], alpha=alpha),
-                                 out_dir / f"{stem}_{method}.png")
+        files[method] = save_png(
+            overlay_heatmap(display_image, cam[0], alpha=alpha), out_dir / f"{stem}_{method}.png"
+        )
     files["filters"] = save_filter_grid(model, out_dir / "filters.png")
     if layer is not None:
-        files["maps"] = save_feature_maps(feature_maps(model, x, layer), out_dir / f"{stem}_{layer}_maps.png")
+        maps = feature_maps(model, x, layer)
+        files["maps"] = save_feature_maps(maps, out_dir / f"{stem}_{layer}_maps.png")
     return {
         "predicted": pred,
         "label": names[pred],

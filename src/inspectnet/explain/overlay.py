@@ -57,7 +57,9 @@ def colorize(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
     try:
         cmap = matplotlib.colormaps[colormap]
     except KeyError:
-        raise ValueError(f"unknown colormap {colormap!r}; try 'jet', 'turbo' or 'viridis'") from None
+        raise ValueError(
+            f"unknown colormap {colormap!r}; try 'jet', 'turbo' or 'viridis'"
+        ) from None
     c = np.clip(np.nan_to_num(c, nan=0.0), 0.0, 1.0)
     # bytes=True returns uint8 RGBA straight from the lookup table: no float round trip.
     return cmap(c, bytes=True)[..., :3]
