@@ -249,6 +249,34 @@ def demo(data: Path = typer.Option(Path("data/inserts"), "--data", help="Where t
         out.print(f"  {r['approach']:<9} {r['run_dir']}" + (f"  report: {rep}" if rep.is_file() else ""))
 
 
+@app.command()
+@friendly
+def doctor(data: Path = typer.Argument(..., help="Folder of class folders, train/val/test folders, or CSV manifest."),
+           fix_report: Optional[Path] = typer.Option(None, "--fix-report", help="Write a CSV of files to act on."),
+           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
+           near_threshold: int = typer.Option(4, "--near-threshold", help="pHash bits (of 64) for near-duplicates."),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+    """What is wrong with a data set, before training: bad files, duplicates, leakage, imbalance.
+
+    Exit status: 0 no problems, 1 problems found, 2 the data cannot be read at all.
+    """
+    from .data.doctor import diagnose, doctor_tables, write_fix_report
+    from .io import atomic_write_json
+
+    rep = diagnose(data, near_threshold=near_threshold, progress=not quiet)
+    for t in doctor_tables(rep):
+        out.print(t)
+    if json_out is not None:
+        atomic_write_json(json_out, rep.to_dict())
+        out.print(f"written: {json_out}")
+    if fix_report is not None:
+        write_fix_report(rep, fix_report)
+        out.print(f"written: {fix_report}")
+    out.print(("[bold green]" if rep.ok else "[bold red]") + rep.verdict + "[/]", soft_wrap=True)
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
