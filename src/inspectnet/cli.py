@@ -156,43 +156,73 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
 @friendly
 def predict(run: Path = typer.Argument(..., help="Run folder."),
             inputs: list[str] = typer.Argument(..., help="Image files, folders or globs."),
-            fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
+            fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv (stdout)"),
             batch_size: int = typer.Option(32, "--batch-size"),
-            device: str = typer.Option("cpu", "--device")) -> None:
+            device: str = typer.Option("cpu", "--device"),
+            engine: str = typer.Option("auto", "--engine", help="auto (ONNX Runtime when exported) | torch | onnx"),
+            output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                  help="Write rows to a .csv or .jsonl file as they come (stdout: summary)."),
+            resume: bool = typer.Option(False, "--resume", help="Skip the files already in --output; append the rest."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
+            shard: Optional[str] = typer.Option(None, "--shard", help="i/n: the i-th of n disjoint slices (1-based) of the sorted inputs."),
+            cam: Optional[Path] = typer.Option(None, "--cam", help="Folder for Grad-CAM overlays (torch engine)."),
+            progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on for 100+ images).")) -> None:
     """Classify images with a trained run."""
-    from .predict import Predictor, expand_inputs
+    from .export import make_predictor
+    from .predict import expand_inputs
+    from .predict_stream import ResultWriter, csv_header, csv_row, parse_shard, run_predictions, shard_paths
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter(f"--format {fmt!r}: choose table, json or csv")
-    paths = expand_inputs(inputs)
-    pred = Predictor(run, device=device)
+    if resume and output is None:
+        raise typer.BadParameter("--resume needs --output FILE (the file to continue)")
+    paths = shard_paths(expand_inputs(inputs), parse_shard(shard))
+    if cam is not None and engine == "auto":
+        engine = "torch"  # Grad-CAM needs gradients; ONNX Runtime has none
+    pred = make_predictor(run, engine=engine, device=device)
     pos = pred.card.positive_class
-    rows = pred.predict_paths(paths, batch_size=batch_size)
-    if fmt == "json":
-        for r in rows:
-            sys.stdout.write(json.dumps(r) + "\n")
-        return
-    if fmt == "csv":
-        import csv
+    writer = ResultWriter(output, pos, resume=resume, overwrite=overwrite) if output is not None else None
+    show = progress if progress is not None else len(paths) >= 100
+    try:
+        rows = run_predictions(pred, paths, batch_size=batch_size, writer=writer, cam_dir=cam, progress=show)
+        if writer is not None:
+            n = flagged = errors = 0
+            for r in rows:
+                n += 1
+                flagged += r["verdict"] == pos
+                errors += r["error"] is not None
+            skipped = len(paths) - n
+            out.print(f"{n} inspected, {flagged} flagged {pos}, {errors} unreadable"
+                      + (f", {skipped} already in the file" if skipped else "") + f" -> {output} ({pred.engine} engine)")
+            return
+        if fmt == "json":
+            for r in rows:
+                sys.stdout.write(json.dumps(r) + "\n")
+                sys.stdout.flush()
+            return
+        if fmt == "csv":
+            import csv
 
-        w = csv.writer(sys.stdout)
-        w.writerow(["path", "verdict", "class", "probability", f"p_{pos}", "error"])
+            w = csv.writer(sys.stdout, lineterminator="\n")
+            w.writerow(csv_header(pos))
+            for r in rows:
+                w.writerow(csv_row(r, pos))
+            return
+        t = Table("image", "verdict", f"p({pos})", "class", "probability", title=f"threshold {pred.card.threshold:.3f}")
+        n = flagged = 0
         for r in rows:
-            w.writerow([r["path"], r["verdict"] or "", r["class"] or "", _fmt(r["probability"]) if r["probability"] is not None else "",
-                        _fmt(r.get(f"p_{pos}")) if r.get(f"p_{pos}") is not None else "", r["error"] or ""])
-        return
-    t = Table("image", "verdict", f"p({pos})", "class", "probability", title=f"threshold {pred.card.threshold:.3f}")
-    n = flagged = 0
-    for r in rows:
-        n += 1
-        if r["error"]:
-            t.add_row(r["path"], f"[red]error: {r['error']}[/]", "", "", "")
-            continue
-        flagged += r["verdict"] == pos
-        style = "red" if r["verdict"] == pos else "green"
-        t.add_row(r["path"], f"[{style}]{r['verdict']}[/]", _fmt(r[f"p_{pos}"]), r["class"], _fmt(r["probability"]))
-    out.print(t)
-    out.print(f"{n} inspected, {flagged} flagged {pos}")
+            n += 1
+            if r["error"]:
+                t.add_row(r["path"], f"[red]error: {r['error']}[/]", "", "", "")
+                continue
+            flagged += r["verdict"] == pos
+            style = "red" if r["verdict"] == pos else "green"
+            t.add_row(r["path"], f"[{style}]{r['verdict']}[/]", _fmt(r[f"p_{pos}"]), r["class"], _fmt(r["probability"]))
+        out.print(t)
+        out.print(f"{n} inspected, {flagged} flagged {pos}")
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 @app.command()
@@ -275,6 +305,94 @@ def doctor(data: Path = typer.Argument(..., help="Folder of class folders, train
     out.print(("[bold green]" if rep.ok else "[bold red]") + rep.verdict + "[/]", soft_wrap=True)
     if not rep.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def convolve(image: Path = typer.Argument(..., help="An image, or a text file of numbers (a small matrix)."),
+             kernel: list[str] = typer.Option(["laplacian", "sobel-h", "sobel-v", "emboss"], "--kernel", "-k",
+                                              help="laplacian | sobel-h | sobel-v | emboss | sharpen | box | gaussian | FILE.txt (repeatable)"),
+             stride: int = typer.Option(1, "--stride"), padding: str = typer.Option("same", "--padding", help="same | valid"),
+             out_png: Path = typer.Option(Path("convolve.png"), "--out", "-o", help="Panel PNG (for images).")) -> None:
+    """The course's hand-made convolution: classic 3x3 kernels on an image, or on a small matrix."""
+    import numpy as np
+
+    from .explain.kernels import convolve2d, convolve_panel, format_matrix, load_kernel
+
+    if image.suffix.lower() in (".txt", ".csv"):
+        # A small matrix: print the numbers, as in the worked example of the course.
+        matrix = load_kernel(str(image)).astype(np.float64)
+        for k in kernel:
+            res = convolve2d(matrix, load_kernel(k), stride=stride, padding=padding)
+            out.print(f"[bold]{k}[/] ({padding}, stride {stride}):\n{format_matrix(res)}")
+        return
+    p = convolve_panel(image, list(kernel), out_png, stride=stride, padding=padding)
+    out.print(f"written: {p}")
+
+
+@app.command()
+@friendly
+def explain(run: Path = typer.Argument(..., help="Run folder."),
+            images: list[str] = typer.Argument(..., help="Image files, folders or globs."),
+            out_dir: Path = typer.Option(Path("explain"), "--out", "-o"),
+            layer: Optional[str] = typer.Option(None, "--layer", help="Feature maps of this layer (names from `inspectnet summary`)."),
+            device: str = typer.Option("cpu", "--device")) -> None:
+    """Grad-CAM and Grad-CAM++ overlays, first-layer filters and feature maps, per image."""
+    from .bundle import load_model
+    from .data.decode import decode_image, resize_uint8
+    from .explain import explain_image
+    from .predict import expand_inputs
+
+    lm = load_model(run, device=device)
+    t = Table("image", "predicted", "probability", "files")
+    for path in expand_inputs(images):
+        full = decode_image(path)
+        small = resize_uint8(full, lm.card.img_size)
+        res = explain_image(lm.network, small.permute(1, 2, 0).numpy(), out_dir, path.stem, layer=layer,
+                            class_names=lm.card.classes, display_image=full.permute(1, 2, 0).numpy())
+        t.add_row(str(path), str(res["label"]), _fmt(max(res["probabilities"].values())),
+                  ", ".join(str(p) for p in res["files"].values()))
+    out.print(t)
+
+
+@app.command()
+@friendly
+def export(run: Path = typer.Argument(..., help="Run folder."),
+           fmt: str = typer.Option("onnx", "--format", "-f", help="onnx"),
+           opset: int = typer.Option(17, "--opset", help="ONNX opset version.")) -> None:
+    """Export a run's network (normalisation included) for fast CPU inference."""
+    from .export import export_onnx
+
+    if fmt != "onnx":
+        raise typer.BadParameter(f"--format {fmt!r}: only onnx is supported")
+    path = export_onnx(run, opset=opset)
+    out.print(f"wrote [bold]{path}[/] (input 'image': float32 [0,1] NCHW, dynamic batch; output 'logits'); "
+              "`inspectnet predict` and `serve` now use it on CPU")
+
+
+@app.command()
+@friendly
+def serve(run: Path = typer.Argument(..., help="Run folder."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 = every one)."),
+          port: int = typer.Option(8000, "--port"),
+          token: Optional[str] = typer.Option(None, "--token", envvar="INSPECTNET_TOKEN",
+                                              help="Require 'Authorization: Bearer TOKEN' on /v1/*."),
+          workers: int = typer.Option(1, "--workers", help="Inference threads (cores are shared among them)."),
+          engine: str = typer.Option("auto", "--engine", help="auto | torch | onnx"),
+          max_upload_mb: float = typer.Option(20, "--max-upload-mb", help="Largest request body."),
+          max_batch: int = typer.Option(32, "--max-batch", help="Most images per request."),
+          queue_size: int = typer.Option(16, "--queue-size", help="Requests waiting beyond the busy workers; more get 503.")) -> None:
+    """REST API (/v1/predict, /v1/model, /docs) and the inspection web page (/)."""
+    import uvicorn
+
+    from .serve.app import create_app
+
+    app_ = create_app(run, engine=engine, token=token, max_upload_mb=max_upload_mb, max_batch=max_batch,
+                      queue_size=queue_size, workers=workers)
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone on the network can use it")
+    out.print(f"inspectnet serving {run} on http://{host}:{port}/  (API docs: /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 def main() -> None:

@@ -1,0 +1,147 @@
+"""End to end through the CLI: each approach trains on a generated set and beats chance on
+held-out images by a stated margin; evaluate and predict read the run folder alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from inspectnet import load_model
+from inspectnet.cli import app
+from inspectnet.config import TrainConfig
+from inspectnet.errors import ConfigError
+
+from conftest import make_toy_set
+
+runner = CliRunner()
+# Chance is 50% on the balanced toy set; every approach must clear it by 30 points on test.
+MARGIN = 0.30
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_toy_set(tmp_path_factory.mktemp("e2e") / "data", n_per_class=60, size=48, seed=3)
+
+
+def _train(args: list[str]) -> None:
+    res = runner.invoke(app, ["train", *args, "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+
+
+@pytest.fixture(scope="module")
+def runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    _train([str(data), "--approach", "scratch", "--model", "seed-cnn", "--img-size", "48", "--epochs", "25",
+            "--lr", "3e-3", "--patience", "0", "--out", str(root / "scratch")])
+    _train([str(data), "--approach", "features", "--model", "efficientnet_lite0", "--img-size", "64",
+            "--out", str(root / "features")])
+    _train([str(data), "--approach", "finetune", "--model", "efficientnet_lite0", "--img-size", "64",
+            "--epochs", "2", "--out", str(root / "finetune")])
+    return {k: root / k for k in ("scratch", "features", "finetune")}
+
+
+@pytest.mark.parametrize("approach", ["scratch", "features", "finetune"])
+def test_each_approach_beats_chance_on_test(runs: dict[str, Path], approach: str) -> None:
+    m = json.loads((runs[approach] / "metrics.json").read_text())
+    assert m["split"] == "test" and m["n"] == 18
+    assert m["accuracy"] >= 0.5 + MARGIN, m
+    assert m["balanced_accuracy"] >= 0.5 + MARGIN
+    for key in ("macro_f1", "precision_positive", "recall_positive", "f1_positive", "roc_auc", "pr_auc",
+                "per_class", "confusion_matrix", "at_threshold"):
+        assert key in m
+    assert m["confusion_matrix"]["labels"] == ["damaged", "intact"]
+    assert np.array(m["confusion_matrix"]["matrix"]).sum() == 18
+
+
+@pytest.mark.parametrize("approach", ["scratch", "features", "finetune"])
+def test_run_folder_is_self_describing(runs: dict[str, Path], approach: str) -> None:
+    run = runs[approach]
+    for f in ("config.yaml", "split.csv", "metrics.json", "model/weights.safetensors", "model/model.json"):
+        assert (run / f).is_file(), f
+    card = json.loads((run / "model" / "model.json").read_text())
+    assert card["classes"] == ["damaged", "intact"] and card["positive_class"] == "damaged"
+    assert 0 < card["threshold"] < 1
+    cfg = TrainConfig.load(run / "config.yaml")
+    assert cfg.approach == approach and cfg.img_size == card["img_size"]
+    assert not list(run.rglob("*.pkl"))
+
+
+def test_bundle_round_trips_bit_exactly(runs: dict[str, Path]) -> None:
+    for run in runs.values():
+        a, b = load_model(run), load_model(run)
+        x = torch.rand(4, 3, a.card.img_size, a.card.img_size)
+        with torch.no_grad():
+            assert torch.equal(a.network(x), b.network(x))
+        for (ka, va), (kb, vb) in zip(a.network.state_dict().items(), b.network.state_dict().items()):
+            assert ka == kb and torch.equal(va, vb)
+
+
+def test_evaluate_reproduces_train_metrics(runs: dict[str, Path]) -> None:
+    run = runs["features"]
+    before = json.loads((run / "metrics.json").read_text())
+    res = runner.invoke(app, ["evaluate", str(run)])
+    assert res.exit_code == 0, res.output
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["accuracy"] == pytest.approx(before["accuracy"])
+    assert after["roc_auc"] == pytest.approx(before["roc_auc"])
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_predict_files_folders_globs(runs: dict[str, Path], data: Path, fmt: str) -> None:
+    res = runner.invoke(app, ["predict", str(runs["features"]), str(data / "damaged" / "damaged_000.png"),
+                              str(data / "intact"), str(data / "damaged" / "damaged_01*.png"), "--format", fmt])
+    assert res.exit_code == 0, res.output
+    if fmt == "json":
+        rows = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+        assert len(rows) == 1 + 60 + 10
+        verdicts = [r["verdict"] for r in rows]
+        assert verdicts[0] == "damaged"
+        assert sum(v == "intact" for v in verdicts[1:61]) >= 50  # the intact folder
+    elif fmt == "csv":
+        assert res.output.splitlines()[0].startswith("path,verdict,class,probability,p_damaged")
+        assert len(res.output.strip().splitlines()) == 72
+    else:
+        assert "71 inspected" in res.output
+
+
+def test_config_round_trip_and_unknown_key(tmp_path: Path, runs: dict[str, Path]) -> None:
+    cfg = TrainConfig.load(runs["scratch"] / "config.yaml")
+    cfg.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == cfg
+    d = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    d["learning_rate"] = 0.1
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match="unknown config key.*learning_rate"):
+        TrainConfig.load(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--approach", "magic"], "approach='magic' is not allowed; choose one of scratch, features, finetune"),
+        (["--model", "no_such_net"], "unknown model 'no_such_net'"),
+        (["--optimizer", "rmsprop"], "optimizer='rmsprop' is not allowed"),
+    ],
+)
+def test_bad_options_are_one_line_errors(data: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    res = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r"), "--quiet", *args])
+    assert res.exit_code == 2
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_summary_prints_keras_style_table() -> None:
+    res = runner.invoke(app, ["summary", "--model", "seed-cnn", "--img-size", "180"])
+    assert res.exit_code == 0
+    assert "backbone.features.0" in res.output and "(1, 16, 180, 180)" in res.output
+    assert "Total params: 3,988,898" in res.output
+
+
+def test_missing_data_path_is_clear(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", str(tmp_path / "nope"), "--quiet"])
+    assert res.exit_code == 2 and "does not exist" in res.output
