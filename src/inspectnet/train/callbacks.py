@@ -56,11 +56,14 @@ class KeepBest(L.Callback):
             self.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+        # The best weights go into the resume checkpoint too, so an interrupted run that
+        # resumes still ends on its best epoch, not merely its last.
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "best_state": self.best_state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = state_dict.get("best_score", math.inf)
         self.best_epoch = state_dict.get("best_epoch", 0)
+        self.best_state = state_dict.get("best_state")
 
     def restore(self, network: torch.nn.Module) -> None:
         if self.best_state is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 import warnings
 from collections import Counter
@@ -104,6 +105,9 @@ def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedIm
     from .callbacks import History, KeepBest
     from .module import ClassifierModule
 
+    # We print our own one-line device summary; Lightning's banners and tips are noise here.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
     module = ClassifierModule(network, lr=lr, base_lr_mult=base_lr_mult, weight_decay=cfg.weight_decay,
                               optimizer=cfg.optimizer, class_weights=class_weights, augment=augment,
                               freeze_bn=freeze_bn, warmup_epochs=1 if stage == "finetune" else 0)
@@ -131,6 +135,8 @@ def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedIm
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
         ckpt = ckpt_dir / f"{stage}-last.ckpt"
         trainer.fit(
             module,
