@@ -193,7 +193,7 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
                 errors += r["error"] is not None
             skipped = len(paths) - n
             out.print(f"{n} inspected, {flagged} flagged {pos}, {errors} unreadable"
-                      + (f", {skipped} already in the file" if skipped else "") + f" -> {output} ({pred.engine} engine)")
+                      + (f", {skipped} already in the file" if skipped else "") + f" -> {output} ({pred.engine} engine)", soft_wrap=True)
             return
         if fmt == "json":
             for r in rows:
@@ -396,6 +396,9 @@ def serve(run: Path = typer.Argument(..., help="Run folder."),
 
 
 def main() -> None:
+    from .runtime import tune_allocator
+
+    tune_allocator()
     app()
 
 
