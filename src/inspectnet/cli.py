@@ -396,9 +396,6 @@ def serve(run: Path = typer.Argument(..., help="Run folder."),
 
 
 def main() -> None:
-    from .runtime import tune_allocator
-
-    tune_allocator()
     app()
 
 
