@@ -396,6 +396,9 @@ def serve(run: Path = typer.Argument(..., help="Run folder."),
 
 
 def main() -> None:
+    from .runtime import tune_allocator
+
+    tune_allocator()
     app()
 
 

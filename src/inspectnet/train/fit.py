@@ -190,6 +190,9 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
     Raises:
         DataError / ConfigError / ModelError with a one-line reason.
     """
+    from ..runtime import tune_allocator
+
+    tune_allocator()
     cfg = (config or TrainConfig()).override(data=str(data) if data is not None else None, **overrides).validate()
     if not cfg.data:
         raise ConfigError("no data given; pass a folder of class folders or a CSV manifest")
