@@ -1,0 +1,228 @@
+"""The REST service, run for real: uvicorn on a free 127.0.0.1 port, driven over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest_serve import bomb_png, png_bytes, running_server, seed_run, toy_images, truncated_png  # noqa: F401
+from inspectnet.export import make_predictor
+from inspectnet.predict import BasePredictor, Predictor, expand_inputs
+from inspectnet.serve.app import create_app
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def onnx_pred(seed_run: Path) -> BasePredictor:
+    return make_predictor(seed_run)
+
+
+@pytest.fixture(scope="module")
+def server(seed_run: Path, onnx_pred: BasePredictor) -> Iterator[str]:
+    app = create_app(seed_run, max_upload_mb=1, max_batch=4, predictor=onnx_pred)
+    with running_server(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c
+
+
+def _files(*blobs: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (name, data, "application/octet-stream")) for name, data in blobs]
+
+
+def test_health_ready_docs_and_page(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["engine"] == "onnx"
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    page = client.get("/")
+    assert page.status_code == 200 and "inspection station" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+
+
+def test_model_card(client: httpx.Client) -> None:
+    body = client.get("/v1/model").json()
+    assert body["card"]["classes"] == ["damaged", "intact"] and body["card"]["positive_class"] == "damaged"
+    assert body["engine"] == "onnx" and body["cam_available"] is True
+    assert body["limits"]["max_batch"] == 4 and body["review_margin"] == 0.1
+
+
+def test_predict_matches_library(client: httpx.Client, seed_run: Path,
+                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    paths = expand_inputs([toy_images(tmp_path_factory)])[:3]
+    expected = list(Predictor(seed_run).predict_paths(paths))
+    r = client.post("/v1/predict", files=_files(*[(p.name, p.read_bytes()) for p in paths]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["engine"] == "onnx" and set(body["timings_ms"]) >= {"queue", "decode", "infer", "total"}
+    assert [x["name"] for x in body["results"]] == [p.name for p in paths]
+    for got, want in zip(body["results"], expected):
+        assert got["verdict"] == want["verdict"] and got["class"] == want["class"]
+        assert abs(got["p_positive"] - want["p_damaged"]) < 1e-4
+        assert set(got["probabilities"]) == {"damaged", "intact"}
+        assert got["threshold"] == want["threshold"] and "heatmap_png" not in got
+        assert got["review"] == (abs(got["p_positive"] - got["threshold"]) < 0.1)
+        assert got["timings_ms"]["decode"] >= 0
+
+
+def test_predict_with_heatmap(client: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> None:
+    p = expand_inputs([toy_images(tmp_path_factory)])[0]
+    r = client.post("/v1/predict", params={"cam": "true"}, files=_files((p.name, p.read_bytes())))
+    assert r.status_code == 200, r.text
+    res = r.json()["results"][0]
+    heat = Image.open(io.BytesIO(base64.b64decode(res["heatmap_png"])))
+    assert heat.format == "PNG" and heat.size == (48, 48)  # the model's input size
+    assert "cam" in res["timings_ms"]
+
+
+@pytest.mark.parametrize(
+    "blobs, status, reason",
+    [
+        ([("notes.txt", b"hello, I am text")], 415, "not an image file"),
+        ([("half.png", truncated_png())], 422, "corrupt or truncated image"),
+        ([("empty.png", b"")], 422, "file is empty (0 bytes)"),
+        ([("bomb.png", bomb_png())], 413, "MP limit (decompression-bomb guard)"),
+        ([("big.png", bomb_png(12000, 11000))], 413, "over the 120.0 MP limit"),
+        ([(f"{i}.png", png_bytes()) for i in range(5)], 413, "more than 4 files in one request"),
+        ([("big.png", os.urandom(1_100_000))], 413, "over the 1 MB limit"),
+        ([("ok.png", png_bytes()), ("bad.txt", b"text")], 415, "file 2 of 2 ('bad.txt')"),
+    ],
+    ids=["not-image", "truncated", "zero-bytes", "pixel-bomb", "too-many-pixels", "too-many-files", "too-big", "one-bad-of-two"],
+)
+def test_bad_uploads_are_4xx_with_reason(client: httpx.Client, blobs, status: int, reason: str) -> None:
+    r = client.post("/v1/predict", files=_files(*blobs))
+    assert r.status_code == status, r.text
+    assert reason in r.json()["detail"]
+    assert client.get("/healthz").status_code == 200  # still up
+
+
+def test_malformed_requests(client: httpx.Client) -> None:
+    r = client.post("/v1/predict", json={"files": "x"})
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
+    r = client.post("/v1/predict", files=[("image", ("a.png", png_bytes(), "image/png"))])
+    assert r.status_code == 422 and "no files" in r.json()["detail"]
+    r = client.post("/v1/predict", data={"files": "just text"}, files=[("other", ("a", b"x", "text/plain"))])
+    assert r.status_code == 422 and "must hold files" in r.json()["detail"]
+
+
+def test_body_limit_counts_bytes_without_content_length(client: httpx.Client) -> None:
+    boundary = "xyzBOUNDARY"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode()
+
+    def body() -> Iterator[bytes]:  # a generator: httpx sends it chunked, no Content-Length
+        yield head
+        for _ in range(30):
+            yield b"\0" * 65536  # ~2 MB against a 1 MB limit
+
+    r = client.post("/v1/predict", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and "over the 1 MB limit" in r.json()["detail"]
+    ok = client.post("/v1/predict", files=_files(("ok.png", png_bytes())))
+    assert ok.status_code == 200
+
+
+def test_token_auth(seed_run: Path, onnx_pred: BasePredictor) -> None:
+    with running_server(create_app(seed_run, token=TOKEN, predictor=onnx_pred)) as url, httpx.Client(base_url=url) as c:
+        r = c.get("/v1/model")
+        assert r.status_code == 401 and "missing Authorization" in r.json()["detail"]
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = c.post("/v1/predict", files=_files(("a.png", png_bytes())), headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401 and "wrong token" in r.json()["detail"]
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        assert c.get("/v1/model", headers=good).status_code == 200
+        assert c.post("/v1/predict", files=_files(("a.png", png_bytes())), headers=good).status_code == 200
+        # The probes and the page stay open: the page must load to ask for the token.
+        assert c.get("/healthz").status_code == 200 and c.get("/").status_code == 200
+
+
+class SlowPredictor(BasePredictor):
+    """Wraps a real predictor and holds each batch, to fill the queue deterministically."""
+
+    def __init__(self, inner: BasePredictor, delay: float) -> None:
+        self.inner, self.delay, self.card, self.engine = inner, delay, inner.card, inner.engine
+
+    def predict_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        if images.shape[0] and images.float().mean() > 0:  # not the warm-up batch of zeros
+            time.sleep(self.delay)
+        return self.inner.predict_batch(images)
+
+
+def test_full_queue_answers_503_with_retry_after(seed_run: Path, onnx_pred: BasePredictor) -> None:
+    app = create_app(seed_run, queue_size=1, workers=1, predictor=SlowPredictor(onnx_pred, 0.6))
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+    with running_server(app) as url:
+
+        def hit() -> None:
+            r = httpx.post(f"{url}/v1/predict", files=_files(("a.png", png_bytes())), timeout=30)
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=hit) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in results)
+        busy = [r for r in results if r.status_code == 503]
+        assert codes.count(200) >= 2 and busy, codes  # capacity 2: one running, one queued
+        assert all(r.headers["retry-after"] == "1" and "busy" in r.json()["detail"] for r in busy)
+        assert set(codes) <= {200, 503}
+        # Load shedding is not an outage: once the queue drains, requests succeed again.
+        assert httpx.post(f"{url}/v1/predict", files=_files(("a.png", png_bytes())), timeout=30).status_code == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_runs_uvicorn(seed_run: Path) -> None:
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "inspectnet.cli", "serve", str(seed_run), "--port", str(port),
+                             "--token", TOKEN, "--max-upload-mb", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "inspectnet serve did not become ready"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/v1/model").status_code == 401
+        body = httpx.get(f"{url}/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        assert body["limits"]["max_upload_mb"] == 2 and body["engine"] == "onnx"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
