@@ -1,0 +1,230 @@
+"""Does the heatmap point at the damage? Grad-CAM against ground-truth damage masks.
+
+A classifier can be right for the wrong reason (a tray mark, a lighting gradient that
+happens to go with damage). Where damage masks exist, as for the synthetic set
+(``DATA/masks/<image name>``, also listed in ``manifest.csv``'s ``mask`` column), we score
+each correctly flagged damaged image's Grad-CAM for the positive class with
+
+* the pointing game: is the hottest pixel on the (dilated) damage?
+* energy inside: which fraction of the map's mass lies on the (dilated) damage, to be
+  compared with the mask's share of the image (what a uniform map would score).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..explain.gradcam import cams_and_logits, dilate, energy_inside, pointing_game
+
+__all__ = ["MaskIndex", "load_mask", "localization_for_run", "localization_scores"]
+
+DILATE_PX = 4
+
+
+class MaskIndex:
+    """Finds the damage mask of an image from a masks folder, a data folder or a manifest.
+
+    Accepted sources:
+        * a CSV manifest with ``path`` and ``mask`` columns (paths relative to the CSV's
+          folder), e.g. the synth's ``manifest.csv``;
+        * a data folder holding ``manifest.csv`` (used when it has a ``mask`` column) or a
+          ``masks/`` subfolder;
+        * a folder of masks named like the images (``damaged_00012.png``; any extension,
+          or ``<stem>_mask.<ext>``).
+    """
+
+    def __init__(self, source: str | Path) -> None:
+        src = Path(source)
+        if not src.exists():
+            raise DataError(f"masks {src} do not exist; give the masks folder, the data folder or its manifest.csv")
+        self.by_path: dict[str, Path] = {}
+        self.by_name: dict[str, Path] = {}
+        self.folders: list[Path] = []
+        manifest = src if src.is_file() else src / "manifest.csv"
+        if manifest.is_file() and self._read_manifest(manifest):
+            return
+        if src.is_file():
+            raise DataError(f"{src} has no 'mask' column; a masks manifest needs path,mask")
+        self.folders = [src / "masks"] if (src / "masks").is_dir() else [src]
+
+    def _read_manifest(self, path: Path) -> bool:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not {"path", "mask"} <= set(reader.fieldnames or []):
+                return False
+            for row in reader:
+                if not row.get("mask"):
+                    continue
+                img, mask = path.parent / row["path"], path.parent / row["mask"]
+                self.by_path[_key(img)] = mask
+                self.by_name.setdefault(img.name, mask)
+        return True
+
+    def find(self, image_path: str | Path) -> Path | None:
+        """The mask file of ``image_path``, or None when it has none."""
+        p = Path(image_path)
+        hit = self.by_path.get(_key(p)) or self.by_name.get(p.name)
+        if hit is not None:
+            return hit if hit.is_file() else None
+        for d in self.folders:
+            for cand in (d / p.name, d / p.parent.name / p.name):
+                if cand.is_file():
+                    return cand
+            for cand in sorted(d.glob(f"{p.stem}.*")) + sorted(d.glob(f"{p.stem}_mask.*")):
+                if cand.is_file():
+                    return cand
+        return None
+
+
+def _key(p: Path) -> str:
+    try:
+        return str(p.resolve())
+    except OSError:
+        return str(p.absolute())
+
+
+def load_mask(path: str | Path, size: int) -> np.ndarray:
+    """A mask file as a boolean ``(size, size)`` array: resized with nearest neighbour
+    (squashed like the images are), non-zero = damage."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        m = im.convert("L")
+        if m.size != (size, size):
+            m = m.resize((size, size), Image.Resampling.NEAREST)
+        return np.asarray(m) > 127
+
+
+def localization_scores(
+    network: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | np.ndarray | Sequence[int],
+    paths: Sequence[str | Path],
+    masks_dir_or_manifest: str | Path | MaskIndex,
+    positive_index: int,
+    img_size: int,
+    *,
+    threshold: float | None = None,
+    dilate_px: int = DILATE_PX,
+    batch_size: int = 32,
+    max_images: int | None = None,
+) -> dict[str, Any]:
+    """Pointing-game hit rate and energy inside the mask for correctly flagged damaged images.
+
+    Args:
+        network: An inspectnet ``Network`` (any device; eval mode is used).
+        images: uint8 ``(N, 3, S, S)`` images as the model takes them (S = ``img_size``).
+        labels: ``(N,)`` integer labels.
+        paths: Image paths, used to find each mask.
+        masks_dir_or_manifest: Masks folder, data folder or manifest (see :class:`MaskIndex`).
+        positive_index: Index of the damage class.
+        img_size: Input size; masks are resized to it with nearest neighbour.
+        threshold: Flag when p(positive) >= threshold; None flags by argmax.
+        dilate_px: Tolerance around the mask, in input pixels (heatmaps from a coarse
+            feature map cannot be sharper than a few pixels).
+        batch_size: Images per Grad-CAM pass.
+        max_images: Score at most this many flagged images (the first ones), for speed.
+
+    Returns:
+        ``n_positive`` (damaged images), ``n_flagged`` (of them, correctly flagged),
+        ``n_scored`` (flagged with a mask found), ``n_missing_mask``, ``pointing_game``
+        (hit rate, None if nothing was scored), ``energy_inside`` (mean), ``mask_fraction``
+        (mean share of the image covered by the dilated mask: the uniform-map baseline for
+        energy), ``dilate_px``, ``threshold`` and ``per_image`` rows (path, hit, energy,
+        mask_fraction, p_positive); ``max_images`` as given (the scores are of a sample
+        when ``n_scored`` reached it).
+    """
+    index = masks_dir_or_manifest if isinstance(masks_dir_or_manifest, MaskIndex) else MaskIndex(masks_dir_or_manifest)
+    y = np.asarray(labels.numpy() if torch.is_tensor(labels) else labels, dtype=np.int64)
+    if len(y) != len(images) or len(paths) != len(images):
+        raise ValueError(f"{len(images)} images, {len(y)} labels and {len(paths)} paths: they must match")
+    pos_rows = np.flatnonzero(y == positive_index)
+    per_image: list[dict[str, Any]] = []
+    n_flagged = n_missing = 0
+    for s in range(0, len(pos_rows), batch_size):
+        if max_images is not None and len(per_image) >= max_images:
+            break
+        rows = pos_rows[s : s + batch_size]
+        x = images[torch.as_tensor(rows)].float().div(255).contiguous(memory_format=torch.channels_last)
+        cams, logits = cams_and_logits(network, x, positive_index, methods=("gradcam",))
+        probs = logits.softmax(1).numpy()
+        p_pos = probs[:, positive_index]
+        flagged = p_pos >= threshold if threshold is not None else probs.argmax(1) == positive_index
+        for j, r in enumerate(rows):
+            if not flagged[j]:
+                continue
+            n_flagged += 1
+            mpath = index.find(paths[r])
+            if mpath is None:
+                n_missing += 1
+                continue
+            if max_images is not None and len(per_image) >= max_images:
+                continue
+            mask = dilate(load_mask(mpath, img_size), dilate_px)
+            cam = cams["gradcam"][j]
+            if cam.shape != mask.shape:
+                raise ValueError(f"heatmap {cam.shape} and mask {mask.shape} differ; is img_size={img_size} right?")
+            per_image.append({
+                "path": str(paths[r]),
+                "mask": str(mpath),
+                "hit": pointing_game(cam, mask, dilate_px=0),
+                "energy": energy_inside(cam, mask),
+                "mask_fraction": float(mask.mean()),
+                "p_positive": float(p_pos[j]),
+            })
+    n = len(per_image)
+    return {
+        "n_positive": int(len(pos_rows)),
+        "n_flagged": int(n_flagged),
+        "n_scored": n,
+        "n_missing_mask": int(n_missing),
+        "pointing_game": float(np.mean([r["hit"] for r in per_image])) if n else None,
+        "energy_inside": float(np.mean([r["energy"] for r in per_image])) if n else None,
+        "mask_fraction": float(np.mean([r["mask_fraction"] for r in per_image])) if n else None,
+        "dilate_px": int(dilate_px),
+        "threshold": threshold,
+        "max_images": max_images,
+        "per_image": per_image,
+    }
+
+
+def localization_for_run(run: str | Path, masks: str | Path, data: str | Path | None = None, split: str = "test",
+                         device: str = "cpu", use_threshold: bool = True, out: str | Path | None = None,
+                         progress: bool = False) -> dict[str, Any]:
+    """``inspectnet evaluate RUN --masks DIR``: localisation scores of a saved run, to JSON.
+
+    Args:
+        run: Run folder.
+        masks: Masks folder, data folder or manifest with a ``mask`` column.
+        data: Data to score (default: the run's ``split.csv``).
+        split: Which split (``test``, ``val``, ``train``; ``all`` for every image of ``data``).
+        device: Torch device.
+        use_threshold: Flag with the run's decision threshold (else argmax).
+        out: JSON path; default ``RUN/localization.json`` (``localization_<split>.json``
+            for another split or data set).
+
+    Returns:
+        The :func:`localization_scores` dict plus ``split`` and ``_written_to``.
+    """
+    from ..bundle import load_model
+    from ..io import atomic_write_json
+    from .report import load_eval_set
+
+    lm = load_model(run, device=device)
+    es = load_eval_set(run, lm.card, data=data, split=split, progress=progress, positives_only=True)
+    scores = localization_scores(lm.network, es.images, es.labels, es.paths, masks, lm.card.positive_index,
+                                 lm.card.img_size, threshold=lm.card.threshold if use_threshold else None)
+    scores["split"] = es.split
+    run = Path(run)
+    target = Path(out) if out else run / ("localization.json" if data is None and split == "test"
+                                          else f"localization_{split}.json")
+    atomic_write_json(target, scores)
+    scores["_written_to"] = str(target)
+    return scores
