@@ -117,9 +117,12 @@ def test_bomb_is_refused_without_allocating(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ cache: every bad file named
 
 def _two_class(root: Path, n: int = 6) -> Path:
+    # Distinct random images: identical ones would (rightly) be refused as split leakage.
+    rng = np.random.default_rng(0)
     for c in ("damaged", "intact"):
+        (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            _save(root / c / f"{c}_{i}.png", "png")
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / c / f"{c}_{i}.png")
     return root
 
 

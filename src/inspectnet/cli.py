@@ -114,6 +114,7 @@ def train(
     tta_views: Optional[int] = typer.Option(None, "--tta-views", help="Flip/rot90 views averaged: 1, 2, 4 or 8."),
     target_recall: Optional[float] = typer.Option(None, "--target-recall"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in RUN/skipped.csv)."),
+    allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Train although images repeat across splits."),
     config: Optional[Path] = typer.Option(None, "--config", help="A config.yaml to start from (e.g. a run's)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -130,7 +131,7 @@ def train(
                    approach=approach, model=model, weights=weights, epochs=epochs, img_size=img_size,
                    batch_size=batch_size, lr=lr, optimizer=optimizer, unfreeze=unfreeze, seed=seed, device=device,
                    positive=positive, patience=patience, tta_views=tta_views, target_recall=target_recall,
-                   skip_bad=skip_bad or None)
+                   skip_bad=skip_bad or None, allow_leakage=allow_leakage or None)
     out.print(metrics_table(res.metrics, f"{res.config.approach} · {res.card.architecture} · {res.train_seconds:.0f} s training"))
     for n in res.notes:
         out.print(f"  note: {n}")

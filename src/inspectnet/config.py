@@ -51,6 +51,7 @@ class TrainConfig:
             flip/rot90 group; top-view photos of parts have no "up").
         device: ``auto``, ``cpu`` or ``cuda``.
         skip_bad: Skip unreadable images (listed in ``RUN/skipped.csv``) instead of stopping.
+        allow_leakage: Train even when the same image content sits in two splits.
         target_recall: Recall of the positive class that the inspection threshold aims for.
         num_workers: DataLoader workers for decoding (0 = in-process threads).
     """
@@ -80,6 +81,7 @@ class TrainConfig:
     tta_views: int = 1
     device: str = "auto"
     skip_bad: bool = False
+    allow_leakage: bool = False
     target_recall: float = 0.99
     num_workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -749,6 +749,6 @@ def check_leakage(samples: list[Sample], allow: bool = False) -> list[list[Sampl
             lines.append(f"... and {len(leaked) - 20} more")
         raise DataError(
             f"{len(leaked)} image(s) appear in more than one split (identical file content); the test score would "
-            "be inflated. Remove the copies, or allow it knowingly (allow_leakage). Leaked:\n  " + "\n  ".join(lines)
+            "be inflated. Remove the copies, or allow it knowingly (--allow-leakage). Leaked:\n  " + "\n  ".join(lines)
         )
     return leaked

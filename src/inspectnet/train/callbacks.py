@@ -17,19 +17,13 @@ class History(L.Callback):
         self.rows: list[dict[str, Any]] = []
         self.stage = stage
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    # on_validation_end, not on_validation_epoch_end: Lightning calls the callbacks' epoch-end
+    # hooks before the module's, so only here are this epoch's metrics already logged.
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "train_loss"}
-        row = {"stage": self.stage, "epoch": trainer.current_epoch + 1, **m}
-        # train metrics of this epoch are logged after validation; patched in on_train_epoch_end.
-        self.rows.append(row)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch + 1:
-            for k in ("train_loss_epoch", "train_acc"):
-                if k in trainer.callback_metrics:
-                    self.rows[-1][k] = float(trainer.callback_metrics[k])
+        self.rows.append({"stage": self.stage, "epoch": trainer.current_epoch + 1, **m})
 
 
 class KeepBest(L.Callback):
@@ -45,7 +39,7 @@ class KeepBest(L.Callback):
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[self.monitor])

@@ -23,6 +23,7 @@ import torch
 from ..bundle import ModelCard, library_versions, save_bundle
 from ..config import TrainConfig
 from ..data.augment import BatchAugment
+from ..data.doctor import cheap_checks, check_leakage
 from ..data.cache import CachedImages, build_cache, fingerprint
 from ..data.sources import discover
 from ..data.split import check_split, counts_table, stratified_split, write_split_csv
@@ -47,6 +48,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    probs: dict[str, np.ndarray] = field(default_factory=dict)  # per split, for the report
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -202,6 +204,10 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
 
     samples = stratified_split(discover(cfg.data), cfg.val_fraction, cfg.test_fraction, cfg.seed)
     check_split(samples)
+    # Leakage makes every later number dishonest, so it stops the run before any work.
+    check_leakage(samples, allow=cfg.allow_leakage)
+    for msg in cheap_checks(samples):
+        _say(f"[yellow]  data: {msg}[/]", quiet)
     classes = sorted({s.label for s in samples})
     train_counts = Counter(s.label for s in samples if s.split == "train")
     positive = pick_positive(classes, dict(train_counts), cfg.positive)
@@ -300,9 +306,11 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
         threshold = threshold_for_recall(yv, pv[:, pos_idx], pos_idx, cfg.target_recall)
         val_metrics = full_metrics(yv, pv, classes, positive, threshold, "val")
     final_split = "test" if "test" in cache else "val"
+    split_probs: dict[str, np.ndarray] = {}
     if final_split in cache:
         c = cache[final_split]
         probs = predict_probs(network, c.images, device=device, views=eval_views)
+        split_probs[final_split] = probs
         metrics = full_metrics(c.labels.numpy(), probs, classes, positive, threshold, final_split)
     else:
         metrics = {"split": None, "n": 0}
@@ -328,7 +336,7 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
     network.to(device)
     atomic_write_json(run_dir / "metrics.json", metrics)
     _write_history(run_dir, history)
-    result = TrainResult(run_dir, metrics, card, cfg, history, train_seconds, notes)
+    result = TrainResult(run_dir, metrics, card, cfg, history, train_seconds, notes, split_probs)
     _after_training(result, cache, network, device, quiet)
     return result
 

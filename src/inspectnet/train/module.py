@@ -103,10 +103,7 @@ class ClassifierModule(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        if self._train_seen:
-            self.log("train_loss_epoch", float(np.mean(self._train_loss)), sync_dist=True)
-            self.log("train_acc", self._train_correct / self._train_seen, sync_dist=True)
+    def on_train_epoch_start(self) -> None:
         self._train_loss, self._train_correct, self._train_seen = [], 0, 0
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -129,6 +126,11 @@ class ClassifierModule(L.LightningModule):
         self.log("val_loss", loss, prog_bar=True, sync_dist=True)
         self.log("val_acc", float((pred == y).float().mean()), prog_bar=True, sync_dist=True)
         self.log("val_balanced_accuracy", _balanced_accuracy(cm), sync_dist=True)
+        # Validation runs at the end of each training epoch, so this epoch's training numbers
+        # are complete here; logging them now keeps one row per epoch consistent.
+        if self._train_seen:
+            self.log("train_loss_epoch", float(np.mean(self._train_loss)), sync_dist=True)
+            self.log("train_acc", self._train_correct / self._train_seen, sync_dist=True)
 
     # ---- optimiser ----------------------------------------------------------------------------
     def _param_groups(self) -> list[dict[str, Any]]:
