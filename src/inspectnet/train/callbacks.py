@@ -13,9 +13,16 @@ import torch
 class History(L.Callback):
     """Collects one row of logged metrics per epoch (written to ``history.csv``)."""
 
-    def __init__(self, stage: str = "") -> None:
+    def __init__(self, stage: str = "", echo: bool = False) -> None:
         self.rows: list[dict[str, Any]] = []
         self.stage = stage
+        self.echo = echo
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import time
+
+        self._t0 = time.perf_counter()
 
     # on_validation_end, not on_validation_epoch_end: Lightning calls the callbacks' epoch-end
     # hooks before the module's, so only here are this epoch's metrics already logged.
@@ -24,6 +31,16 @@ class History(L.Callback):
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "train_loss"}
         self.rows.append({"stage": self.stage, "epoch": trainer.current_epoch + 1, **m})
+        if self.echo:
+            # One line per epoch, Keras-style: visible in logs too, where live bars are not.
+            import sys
+            import time
+
+            r = self.rows[-1]
+            parts = [f"{k.replace('_epoch', '')} {r[k]:.4f}" for k in ("train_loss_epoch", "train_acc", "val_loss", "val_acc")
+                     if k in r]
+            print(f"  {self.stage} epoch {r['epoch']}/{trainer.max_epochs}: " + ", ".join(parts)
+                  + f" ({time.perf_counter() - self._t0:.0f} s)", file=sys.stderr, flush=True)
 
 
 class KeepBest(L.Callback):

@@ -113,7 +113,7 @@ def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedIm
     module = ClassifierModule(network, lr=lr, base_lr_mult=base_lr_mult, weight_decay=cfg.weight_decay,
                               optimizer=cfg.optimizer, class_weights=class_weights, augment=augment,
                               freeze_bn=freeze_bn, warmup_epochs=1 if stage == "finetune" else 0)
-    history, best = History(stage), KeepBest("val_loss")
+    history, best = History(stage, echo=not quiet), KeepBest("val_loss")
     callbacks: list[Any] = [history, best]
     has_val = "val" in cache
     if cfg.patience > 0 and has_val:
