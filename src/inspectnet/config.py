@@ -46,7 +46,10 @@ class TrainConfig:
         positive: Positive class for recall/F1/ROC (default: ``damaged``/``defective`` or
             the minority class).
         class_weights: ``auto`` (on when classes differ by more than 1.5x), ``on``, ``off``.
-        augment: Random flips, rotation (degrees) and zoom (fraction) for training.
+        augment_*: Random flips, 90-degree rotations, rotation (+-degrees) and zoom (+-fraction)
+            for training. ``None`` = the approach's default: the course recipe for scratch
+            (flips, +-36 deg, +-10 %), exact flips and 90-degree turns for the pretrained
+            approaches (interpolated rotations shift the statistics the head was fitted on).
         tta_views: Views averaged at feature extraction/evaluation (1, 2, 4 or 8 of the
             flip/rot90 group; top-view photos of parts have no "up").
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -76,8 +79,9 @@ class TrainConfig:
     positive: str | None = None
     class_weights: str = "auto"
     augment_flip: bool = True
-    augment_rotation: float = 36.0
-    augment_zoom: float = 0.1
+    augment_rot90: bool | None = None
+    augment_rotation: float | None = None
+    augment_zoom: float | None = None
     tta_views: int = 1
     device: str = "auto"
     skip_bad: bool = False

@@ -22,18 +22,31 @@ class BatchAugment(torch.nn.Module):
         zoom: Maximum zoom as a fraction (``RandomZoom(0.1)``).
     """
 
-    def __init__(self, flip: bool = True, rotation: float = 36.0, zoom: float = 0.1) -> None:
+    def __init__(self, flip: bool = True, rotation: float = 36.0, zoom: float = 0.1, rot90: bool = False) -> None:
         super().__init__()
-        self.flip, self.rotation, self.zoom = flip, rotation, zoom
+        self.flip, self.rotation, self.zoom, self.rot90 = flip, rotation, zoom, rot90
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if not self.training or (not self.flip and self.rotation == 0 and self.zoom == 0):
+        if not self.training:
             return x
         b = x.shape[0]
         dev = x.device
 
         def rand(*shape: int) -> torch.Tensor:
             return torch.rand(*shape, generator=generator).to(dev)
+
+        if self.rot90 and x.shape[-1] == x.shape[-2]:
+            # A transpose per image plus the two flips below reach all 8 flip/rot90 views,
+            # exactly (no interpolation): a top view of a part has no "up".
+            t = (rand(b) < 0.5).view(b, 1, 1, 1)
+            x = torch.where(t, x.transpose(-1, -2), x)
+        if self.rotation == 0 and self.zoom == 0:
+            if not self.flip:
+                return x
+            fx = (rand(b) < 0.5).view(b, 1, 1, 1)
+            fy = (rand(b) < 0.5).view(b, 1, 1, 1)
+            x = torch.where(fx, x.flip(-1), x)
+            return torch.where(fy, x.flip(-2), x)
 
         angle = (rand(b) * 2 - 1) * math.radians(self.rotation)
         scale = 1 + (rand(b) * 2 - 1) * self.zoom

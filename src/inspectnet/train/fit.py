@@ -216,6 +216,14 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
     cfg.positive = positive
     if cfg.lr is None:
         cfg.lr = DEFAULT_LR[cfg.approach]
+    # Resolve every default now, so config.yaml records what actually ran.
+    scratch = cfg.approach == "scratch"
+    if cfg.augment_rot90 is None:
+        cfg.augment_rot90 = not scratch
+    if cfg.augment_rotation is None:
+        cfg.augment_rotation = 36.0 if scratch else 0.0
+    if cfg.augment_zoom is None:
+        cfg.augment_zoom = 0.1 if scratch else 0.0
     device = resolve_device(cfg.device)
     write_split_csv(samples, run_dir / "split.csv")
     cfg.save(run_dir / "config.yaml")
@@ -246,12 +254,12 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
     network.to(device).to(memory_format=torch.channels_last)
     history: list[dict[str, Any]] = []
     notes: list[str] = []
-    augment = BatchAugment(cfg.augment_flip, cfg.augment_rotation, cfg.augment_zoom)
+    augment = BatchAugment(cfg.augment_flip, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_rot90)
 
     t_train = time.perf_counter()
     if cfg.approach == "scratch":
         _say(f"  from scratch: random init, augmentation flip={cfg.augment_flip} rotation=±{cfg.augment_rotation}° "
-             f"zoom=±{cfg.augment_zoom:.0%}, {cfg.optimizer} lr={cfg.lr}, up to {cfg.epochs} epochs", quiet)
+             f"zoom=±{cfg.augment_zoom:.0%} rot90={cfg.augment_rot90}, {cfg.optimizer} lr={cfg.lr}, up to {cfg.epochs} epochs", quiet)
         rows, best_epoch, _ = _lightning_fit(network, cfg, cache, lr=cfg.lr, base_lr_mult=1.0, epochs=cfg.epochs,
                                              augment=augment, freeze_bn=False, class_weights=cw, device=device,
                                              run_dir=run_dir, stage="scratch", quiet=quiet, resume=resume)
@@ -277,6 +285,10 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
         for p in network.get_classifier().parameters():
             p.requires_grad_(True)
         _unfreeze_top(network, cfg.unfreeze)
+        # The head was fitted without dropout; switching it on now would add noise to a
+        # converged classifier and make the loss jump at unfreezing.
+        if hasattr(network.backbone, "drop_rate"):
+            network.backbone.drop_rate = 0.0
         rows, best_epoch, best_val = _lightning_fit(
             network, cfg, cache, lr=cfg.lr, base_lr_mult=cfg.base_lr_mult, epochs=cfg.epochs,
             augment=augment, freeze_bn=True, class_weights=cw, device=device, run_dir=run_dir,
