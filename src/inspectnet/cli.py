@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import InspectnetError
+from .errors import InspectnetError, TrainingInterrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Labelled photos of parts in; a trained, measured, explainable CNN classifier out.")
@@ -32,6 +32,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except TrainingInterrupted as e:
+            # Not a failure of the user's: the checkpoint is saved; 128 + signal, as a shell reports it.
+            err.print(f"[yellow]{e}[/]", soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
         except InspectnetError as e:
             err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             raise typer.Exit(2) from None
@@ -117,6 +121,10 @@ def train(
     allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Train although images repeat across splits."),
     config: Optional[Path] = typer.Option(None, "--config", help="A config.yaml to start from (e.g. a run's)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Processes per node (GPUs, or CPU processes); >1 with --strategy ddp."),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Machines in a DDP job."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Lightning strategy: auto | ddp | ..."),
+    cache_mb: Optional[int] = typer.Option(None, "--cache-mb", help="RAM budget (MiB) of decoded images; beyond it a file in RUN/cache/ (default: half of free RAM)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train one approach: scratch, features (frozen base) or finetune."""
@@ -131,7 +139,10 @@ def train(
                    approach=approach, model=model, weights=weights, epochs=epochs, img_size=img_size,
                    batch_size=batch_size, lr=lr, optimizer=optimizer, unfreeze=unfreeze, seed=seed, device=device,
                    positive=positive, patience=patience, tta_views=tta_views, target_recall=target_recall,
-                   skip_bad=skip_bad or None, allow_leakage=allow_leakage or None)
+                   skip_bad=skip_bad or None, allow_leakage=allow_leakage or None, devices=devices,
+                   num_nodes=num_nodes, strategy=strategy, cache_mb=cache_mb)
+    if not res.is_global_zero:
+        return  # another rank of a DDP job: rank 0 reports
     out.print(metrics_table(res.metrics, f"{res.config.approach} · {res.card.architecture} · {res.train_seconds:.0f} s training"))
     for n in res.notes:
         out.print(f"  note: {n}")

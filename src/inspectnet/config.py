@@ -57,6 +57,12 @@ class TrainConfig:
         allow_leakage: Train even when the same image content sits in two splits.
         target_recall: Recall of the positive class that the inspection threshold aims for.
         num_workers: DataLoader workers for decoding (0 = in-process threads).
+        devices: Processes (GPUs, or CPU processes) per node for Lightning; ``> 1`` with
+            ``strategy="ddp"`` trains data-parallel (gloo on CPU, NCCL on CUDA).
+        num_nodes: Machines taking part in a DDP job.
+        strategy: Lightning strategy: ``auto``, ``ddp``, ``ddp_spawn``, ``ddp_find_unused_parameters_true``...
+        cache_mb: Budget in MiB for the decoded images in RAM; beyond it they go to a memmap
+            file in ``RUN/cache/`` (removed at the end). ``None`` = half of the available RAM.
     """
 
     data: str = ""
@@ -88,6 +94,10 @@ class TrainConfig:
     allow_leakage: bool = False
     target_recall: float = 0.99
     num_workers: int = 0
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    cache_mb: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -113,9 +123,25 @@ class TrainConfig:
             v = getattr(self, name)
             if not 0 <= v < 0.5:
                 raise ConfigError(f"{name}={v} must be in [0, 0.5)")
+        for name in ("devices", "num_nodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.cache_mb is not None and self.cache_mb < 0:
+            raise ConfigError(f"cache_mb={self.cache_mb} must be 0 (always on disk) or more, or None (half of free RAM)")
+        if self.approach == "features" and self.distributed:
+            raise ConfigError(
+                f"approach=features runs in one process (a linear head on features extracted once), but got "
+                f"devices={self.devices}, num_nodes={self.num_nodes}, strategy={self.strategy!r}; "
+                "drop those options, or use --approach finetune or scratch for DDP"
+            )
         if not 0 < self.target_recall <= 1:
             raise ConfigError(f"target_recall={self.target_recall} must be in (0, 1]")
         return self
+
+    @property
+    def distributed(self) -> bool:
+        """Several processes take part (DDP or another multi-process strategy)."""
+        return self.devices > 1 or self.num_nodes > 1 or "ddp" in self.strategy or "fsdp" in self.strategy
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

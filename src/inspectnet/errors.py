@@ -20,3 +20,19 @@ class ConfigError(InspectnetError):
 
 class ModelError(InspectnetError):
     """A model name, weights file or bundle cannot be used."""
+
+
+class TrainingInterrupted(InspectnetError):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint to resume from.
+
+    Attributes:
+        signum: The signal that stopped it (``signal.SIGINT`` or ``signal.SIGTERM``).
+        run_dir: The run folder that ``inspectnet train --resume`` continues.
+        exit_code: The shell convention ``128 + signum`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int, run_dir: str = "") -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.run_dir = run_dir
+        self.exit_code = 128 + int(signum)

@@ -24,6 +24,9 @@ class History(L.Callback):
 
         self._t0 = time.perf_counter()
 
+    # A run resumed mid-epoch gets no on_train_epoch_start for that epoch.
+    on_train_start = on_train_epoch_start
+
     # on_validation_end, not on_validation_epoch_end: Lightning calls the callbacks' epoch-end
     # hooks before the module's, so only here are this epoch's metrics already logged.
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -31,7 +34,7 @@ class History(L.Callback):
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "train_loss"}
         self.rows.append({"stage": self.stage, "epoch": trainer.current_epoch + 1, **m})
-        if self.echo:
+        if self.echo and trainer.is_global_zero:
             # One line per epoch, Keras-style: visible in logs too, where live bars are not.
             import sys
             import time
@@ -41,6 +44,14 @@ class History(L.Callback):
                      if k in r]
             print(f"  {self.stage} epoch {r['epoch']}/{trainer.max_epochs}: " + ", ".join(parts)
                   + f" ({time.perf_counter() - self._t0:.0f} s)", file=sys.stderr, flush=True)
+
+
+    def state_dict(self) -> dict[str, Any]:
+        # In the resume checkpoint, so that history.csv of a resumed run has every epoch.
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
 
 
 class KeepBest(L.Callback):

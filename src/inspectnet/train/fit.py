@@ -7,9 +7,12 @@ bundle + ``metrics.json`` + curves in the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
+import os
+import signal
 import time
 import warnings
 from collections import Counter
@@ -27,12 +30,13 @@ from ..data.doctor import cheap_checks, check_leakage
 from ..data.cache import CachedImages, build_cache, fingerprint
 from ..data.sources import discover
 from ..data.split import check_split, counts_table, stratified_split, write_split_csv
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingInterrupted
 from ..evaluate.metrics import pick_positive, threshold_for_recall
 from ..evaluate.run import full_metrics, predict_probs
 from ..io import atomic_write_json, atomic_write_text
 from ..models import Network, create_model, model_info
 from .features import extract_features, install_head, train_linear_head
+from .interrupt import Interrupts, StopOnSignal, _Stop, interrupted_message, is_rank_zero
 
 DEFAULT_LR = {"scratch": 1e-3, "features": 1e-3, "finetune": 1e-3}
 
@@ -49,6 +53,17 @@ class TrainResult:
     train_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     probs: dict[str, np.ndarray] = field(default_factory=dict)  # per split, for the report
+    is_global_zero: bool = True  # False in the other ranks of a DDP job: they write nothing
+
+
+@dataclass
+class _Live:
+    """What ``train()`` needs to report or clean up when it is interrupted."""
+
+    interrupts: Interrupts | None = None
+    run_dir: Path | None = None
+    ckpt: Path | None = None  # the checkpoint of the stage in progress
+    spill: Path | None = None  # the decoded-image memmap file, removed at the end
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -96,7 +111,8 @@ def _loader(c: CachedImages, batch_size: int, shuffle: bool, seed: int) -> torch
 def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedImages], *, lr: float,
                    base_lr_mult: float, epochs: int, augment: BatchAugment, freeze_bn: bool,
                    class_weights: torch.Tensor | None, device: torch.device, run_dir: Path, stage: str,
-                   quiet: bool, resume: bool = False) -> tuple[list[dict[str, Any]], int, float]:
+                   quiet: bool, resume: bool = False,
+                   live: _Live | None = None) -> tuple[list[dict[str, Any]], int, float]:
     """One Lightning training stage; restores the best epoch's weights (lowest val loss).
 
     Returns (history rows, best epoch, best validation loss).
@@ -119,12 +135,21 @@ def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedIm
     if cfg.patience > 0 and has_val:
         callbacks.append(EarlyStopping("val_loss", patience=cfg.patience, mode="min"))
     ckpt_dir = run_dir / "checkpoints"
-    # last.ckpt exists for --resume only; the deliverable is the safetensors bundle.
+    ckpt = ckpt_dir / f"{stage}-last.ckpt"
+    interrupts = live.interrupts if live is not None else None
+    if live is not None:
+        live.ckpt = ckpt
+    if interrupts is not None:
+        callbacks.append(StopOnSignal(interrupts, ckpt))
+    # last.ckpt exists for --resume only; the deliverable is the safetensors bundle. No
+    # version counter: a stale file must be overwritten, never joined by "-v1" beside it.
     callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=f"{stage}-last", save_last=False,
-                                     save_top_k=1, monitor=None, every_n_epochs=1))
+                                     save_top_k=1, monitor=None, every_n_epochs=1, enable_version_counter=False))
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
         max_epochs=epochs,
         logger=False,
         callbacks=callbacks,
@@ -139,13 +164,29 @@ def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedIm
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-        ckpt = ckpt_dir / f"{stage}-last.ckpt"
-        trainer.fit(
-            module,
-            train_dataloaders=_loader(cache["train"], cfg.batch_size, True, cfg.seed),
-            val_dataloaders=_loader(cache["val"], cfg.batch_size * 2, False, cfg.seed) if has_val else None,
-            ckpt_path=str(ckpt) if resume and ckpt.is_file() else None,
-        )
+        # A checkpoint taken at Ctrl-C is mid-epoch; the resumed epoch draws a fresh shuffle
+        # for its remaining batches, which is what we want.
+        warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
+        # Validation metrics are all-gathered in the module: identical on every rank already.
+        warnings.filterwarnings("ignore", ".*sync_dist=True.*")
+        try:
+            # Signals are only recorded while Lightning runs; StopOnSignal acts on them at the
+            # next batch end, after saving the checkpoint.
+            with interrupts.deferred() if interrupts is not None else contextlib.nullcontext():
+                trainer.fit(
+                    module,
+                    train_dataloaders=_loader(cache["train"], cfg.batch_size, True, cfg.seed),
+                    val_dataloaders=_loader(cache["val"], cfg.batch_size * 2, False, cfg.seed) if has_val else None,
+                    ckpt_path=str(ckpt) if resume and ckpt.is_file() else None,
+                )
+        except _Stop:
+            raise KeyboardInterrupt from None
+        except SystemExit:
+            # Lightning answers KeyboardInterrupt (a second Ctrl-C) with sys.exit(1) and SIGTERM
+            # with SIGTERMException; both mean "stop" here, with the last checkpoint kept.
+            if interrupts is not None and interrupts.requested:
+                raise KeyboardInterrupt from None
+            raise
     best.restore(network)
     return history.rows, best.best_epoch, best.best_score
 
@@ -177,6 +218,11 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
           quiet: bool = False, resume: bool = False, **overrides: Any) -> TrainResult:
     """Train one approach end to end and write the run folder.
 
+    Ctrl-C or SIGTERM while training saves ``RUN/checkpoints/<stage>-last.ckpt`` and raises
+    :class:`TrainingInterrupted`; ``resume=True`` (``inspectnet train --resume RUN``) then
+    continues to the configured number of epochs. With ``devices``/``num_nodes``/``strategy``
+    set for DDP every rank runs this function; only rank 0 writes the run folder.
+
     Args:
         data: Folder of class folders, pre-split folder, or CSV manifest.
         config: A base config (e.g. ``TrainConfig.load("config.yaml")``); keyword overrides win.
@@ -187,11 +233,33 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
 
     Returns:
         TrainResult with the run folder, test metrics (validation when there is no test
-        split) and the model card.
+        split) and the model card (on DDP ranks other than 0: ``is_global_zero=False`` and
+        no metrics).
 
     Raises:
         DataError / ConfigError / ModelError with a one-line reason.
+        TrainingInterrupted: on SIGINT/SIGTERM, naming the checkpoint and the resume command.
     """
+    live = _Live()
+    with Interrupts() as interrupts:
+        live.interrupts = interrupts
+        try:
+            return _train(data, config=config, out=out, quiet=quiet, resume=resume, live=live, **overrides)
+        except KeyboardInterrupt:
+            signum = interrupts.signum or int(signal.SIGINT)
+            run_dir = live.run_dir or Path(out or ".")
+            raise TrainingInterrupted(interrupted_message(signum, run_dir, live.ckpt), signum, str(run_dir)) from None
+        finally:
+            if live.spill is not None:
+                # The decoded-image file is a cache of this process, not a result.
+                with contextlib.suppress(OSError):
+                    live.spill.unlink(missing_ok=True)
+                    live.spill.parent.rmdir()
+
+
+def _train(data: str | Path | None = None, *, config: TrainConfig | None = None, out: str | Path | None = None,
+           quiet: bool = False, resume: bool = False, live: _Live | None = None, **overrides: Any) -> TrainResult:
+    """The body of :func:`train` (same arguments), run inside its signal handling."""
     from ..runtime import tune_allocator
 
     tune_allocator()
@@ -200,6 +268,12 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
         raise ConfigError("no data given; pass a folder of class folders or a CSV manifest")
     run_dir = Path(out or f"runs/{cfg.approach}-{cfg.model}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    live = live or _Live()
+    live.run_dir = run_dir
+    # Every rank of a DDP job runs this function from the start (Lightning's launcher re-runs
+    # the command); only rank 0 writes files and talks.
+    rank0 = is_rank_zero()
+    quiet = quiet or not rank0
     t_start = time.perf_counter()
 
     samples = stratified_split(discover(cfg.data), cfg.val_fraction, cfg.test_fraction, cfg.seed)
@@ -225,8 +299,9 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
     if cfg.augment_zoom is None:
         cfg.augment_zoom = 0.1 if scratch else 0.0
     device = resolve_device(cfg.device)
-    write_split_csv(samples, run_dir / "split.csv")
-    cfg.save(run_dir / "config.yaml")
+    if rank0:
+        write_split_csv(samples, run_dir / "split.csv")
+        cfg.save(run_dir / "config.yaml")
     counts = counts_table(samples)
     _say(f"[bold]inspectnet train[/] {cfg.approach} · {info.name} · {cfg.img_size}px · device {device} · "
          f"classes {', '.join(classes)} (positive: {positive})", quiet)
@@ -235,8 +310,16 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    cache, bad = build_cache(samples, classes, cfg.img_size, skip_bad=cfg.skip_bad, progress=not quiet)
-    if bad:
+    # Beyond cache_mb the decoded images go to a memmap file, one per process.
+    live.spill = run_dir / "cache" / ("images.u8" if rank0 else f"images.{os.getpid()}.u8")
+    cache, bad = build_cache(samples, classes, cfg.img_size, skip_bad=cfg.skip_bad, progress=not quiet,
+                             spill_path=live.spill, cache_mb=cfg.cache_mb)
+    spilled = next((c.spill_path for c in cache.values() if c.spill_path is not None), None)
+    if spilled is not None:
+        n_img = sum(len(c) for c in cache.values())
+        _say(f"  decoded images ({n_img * 3 * cfg.img_size ** 2 / 2**20:.0f} MiB) exceed the in-memory budget; "
+             f"reading them from {spilled} (removed at the end)", quiet)
+    if bad and rank0:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["path", "reason"])
@@ -262,7 +345,8 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
              f"zoom=±{cfg.augment_zoom:.0%} rot90={cfg.augment_rot90}, {cfg.optimizer} lr={cfg.lr}, up to {cfg.epochs} epochs", quiet)
         rows, best_epoch, _ = _lightning_fit(network, cfg, cache, lr=cfg.lr, base_lr_mult=1.0, epochs=cfg.epochs,
                                              augment=augment, freeze_bn=False, class_weights=cw, device=device,
-                                             run_dir=run_dir, stage="scratch", quiet=quiet, resume=resume)
+                                             run_dir=run_dir, stage="scratch", quiet=quiet, resume=resume,
+                                             live=live)
         history += rows
         notes.append(f"best epoch {best_epoch} (lowest validation loss)")
     elif cfg.approach == "features":
@@ -292,7 +376,7 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
         rows, best_epoch, best_val = _lightning_fit(
             network, cfg, cache, lr=cfg.lr, base_lr_mult=cfg.base_lr_mult, epochs=cfg.epochs,
             augment=augment, freeze_bn=True, class_weights=cw, device=device, run_dir=run_dir,
-            stage="finetune", quiet=quiet, resume=resume)
+            stage="finetune", quiet=quiet, resume=resume, live=live)
         history += rows
         if "val" in cache and not best_val < head_val:
             # Never end worse than the frozen features: validation says the joint stage did not help.
@@ -306,6 +390,10 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
     train_seconds = time.perf_counter() - t_train
     for p in network.parameters():
         p.requires_grad_(True)
+    if not rank0:
+        # A DDP rank other than 0: the weights equal rank 0's, which evaluates and writes.
+        return TrainResult(run_dir, {}, None, cfg, history, train_seconds,  # type: ignore[arg-type]
+                           ["not rank 0 of the DDP job: rank 0 writes the run folder"], is_global_zero=False)
 
     # Operating threshold on validation; every number of the test split comes after this.
     eval_views = cfg.tta_views
@@ -344,9 +432,12 @@ def train(data: str | Path | None = None, *, config: TrainConfig | None = None, 
                                               "recall_positive", "roc_auc")},
         versions=library_versions(), data_fingerprint=fingerprint(samples),
     )
-    save_bundle(run_dir, network.cpu(), card)
-    network.to(device)
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    # Each file is atomic; deferring signals keeps the bundle's two files and metrics.json
+    # together (a Ctrl-C here stops right after them).
+    with live.interrupts.deferred() if live.interrupts is not None else contextlib.nullcontext():
+        save_bundle(run_dir, network.cpu(), card)
+        network.to(device)
+        atomic_write_json(run_dir / "metrics.json", metrics)
     _write_history(run_dir, history)
     result = TrainResult(run_dir, metrics, card, cfg, history, train_seconds, notes, split_probs)
     _after_training(result, cache, network, device, quiet)

@@ -118,14 +118,22 @@ class ClassifierModule(L.LightningModule):
         probs = torch.cat(self._val_probs)
         y = torch.cat(self._val_labels)
         self._val_probs, self._val_labels = [], []
+        if self.trainer.world_size > 1:
+            # Each DDP rank saw a slice of the validation set. Balanced accuracy is not a mean of
+            # per-rank values, so gather every prediction (DistributedSampler pads the slices to
+            # equal length by repeating up to world_size - 1 images) and compute once, the same
+            # numbers on every rank: early stopping and the best epoch then agree across ranks.
+            dev = self.trainer.strategy.root_device
+            probs = self.all_gather(probs.to(dev)).reshape(-1, probs.shape[1]).cpu()
+            y = self.all_gather(y.to(dev)).reshape(-1).cpu()
         loss = F.nll_loss(probs.clamp_min(1e-7).log(), y).item()
         pred = probs.argmax(1)
         n = probs.shape[1]
         cm = np.zeros((n, n), dtype=np.int64)
         np.add.at(cm, (y.numpy(), pred.numpy()), 1)
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True)
-        self.log("val_acc", float((pred == y).float().mean()), prog_bar=True, sync_dist=True)
-        self.log("val_balanced_accuracy", _balanced_accuracy(cm), sync_dist=True)
+        self.log("val_loss", loss, prog_bar=True)
+        self.log("val_acc", float((pred == y).float().mean()), prog_bar=True)
+        self.log("val_balanced_accuracy", _balanced_accuracy(cm))
         # Validation runs at the end of each training epoch, so this epoch's training numbers
         # are complete here; logging them now keeps one row per epoch consistent.
         if self._train_seen:
