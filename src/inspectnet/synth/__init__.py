@@ -18,7 +18,7 @@ from inspectnet.synth.config import (
     SynthArgumentError,
     SynthConfig,
 )
-from inspectnet.synth.generate import MANIFEST_COLUMNS, class_counts, generate
+from inspectnet.synth.dataset import MANIFEST_COLUMNS, class_counts, generate
 from inspectnet.synth.render import render_sample
 
 __all__ = [

@@ -26,15 +26,21 @@ DAMAGE_MODES: tuple[str, ...] = (
     "built_up_edge",
 )
 #: Tray surfaces the insert can lie on.
-TRAYS: tuple[str, ...] = ("anodised_black", "anodised_grey", "plastic_light", "plastic_blue", "mat_green")
+TRAYS: tuple[str, ...] = (
+    "anodised_black",
+    "anodised_grey",
+    "plastic_light",
+    "plastic_blue",
+    "mat_green",
+)
 #: Class names, in the order used for folders.
 LABELS: tuple[str, ...] = ("intact", "damaged", "empty")
 
 #: difficulty -> (damage size range as a multiplier, damage contrast, distractor multiplier).
 #: ``hard`` keeps notches of ~2-4 px and cracks of 1 px at 256 px: subtle but visible.
 DIFFICULTIES: dict[str, tuple[tuple[float, float], float, float]] = {
-    "easy": ((1.35, 1.8), 1.0, 0.6),
-    "medium": ((0.95, 1.3), 0.9, 1.0),
+    "easy": ((1.6, 2.1), 1.0, 0.6),
+    "medium": ((1.15, 1.5), 0.9, 1.0),
     "hard": ((0.6, 0.85), 0.65, 1.4),
 }
 
@@ -137,7 +143,8 @@ class SynthConfig:
             bad = [v for v in values if v not in allowed]
             if not values or bad:
                 raise SynthArgumentError(
-                    f"SynthConfig.{name} got {list(values)!r}; allowed: a non-empty subset of {list(allowed)}"
+                    f"SynthConfig.{name} got {list(values)!r}; "
+                    f"allowed: a non-empty subset of {list(allowed)}"
                 )
         if self.jpeg_quality is not None:
             check_jpeg_quality(self.jpeg_quality)

@@ -23,7 +23,7 @@ def _paint(lay: InsertLayers, alpha: np.ndarray, target: np.ndarray | tuple) -> 
 
 
 def _dilate(mask: np.ndarray, px: float) -> np.ndarray:
-    r = max(1, int(round(px)))
+    r = max(1, round(px))
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
 
 
@@ -45,7 +45,9 @@ def _frame(lay: InsertLayers, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return p, nv, np.array([-nv[1], nv[0]])
 
 
-def _fracture(lay: InsertLayers, removed: np.ndarray, rim_px: float, rng: np.random.Generator, contrast: float) -> None:
+def _fracture(
+    lay: InsertLayers, removed: np.ndarray, rim_px: float, rng: np.random.Generator, contrast: float
+) -> None:
     """Remove material and show the matte, rough fracture facet along the new edge."""
     lay.body *= 1.0 - removed
     rim = np.clip(_dilate(removed, rim_px) - removed, 0.0, 1.0) * lay.body
@@ -57,7 +59,9 @@ def _fracture(lay: InsertLayers, removed: np.ndarray, rim_px: float, rng: np.ran
     lay.dmg = np.maximum(lay.dmg, np.maximum(removed, rim))
 
 
-def chipping(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float) -> None:
+def chipping(
+    lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float
+) -> None:
     """One to three irregular notches broken out of a cutting edge."""
     o, r = lay.outline, lay.outline.radius_px
     i0 = _site(lay, rng)
@@ -65,7 +69,7 @@ def chipping(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generat
     for _ in range(int(rng.integers(1, 4))):
         i = (i0 + int(rng.uniform(-0.12, 0.12) * r / o.step)) % len(o.pts)
         p, nv, tv = _frame(lay, i)
-        w = max(2.5, rng.uniform(0.06, 0.11) * r * k)
+        w = max(2.5, rng.uniform(0.08, 0.14) * r * k)
         dep = max(1.5, w * rng.uniform(0.4, 0.75))
         s = np.linspace(-0.5, 0.5, 7)
         prof = np.sin(np.pi * (s + 0.5)) ** 0.7 * rng.uniform(0.5, 1.0, 7)
@@ -77,7 +81,9 @@ def chipping(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generat
     _fracture(lay, removed * lay.m0, max(1.2, 0.02 * r * k), rng, contrast)
 
 
-def broken_corner(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float) -> None:
+def broken_corner(
+    lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float
+) -> None:
     """A corner broken off along a jagged fracture line; the tray shows where it was."""
     o, r = lay.outline, lay.outline.radius_px
     if len(o.corners):
@@ -98,7 +104,9 @@ def broken_corner(lay: InsertLayers, look: Look, light: Light, rng: np.random.Ge
     _fracture(lay, removed, max(1.5, 0.035 * r * k), rng, contrast)
 
 
-def flank_wear(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float) -> None:
+def flank_wear(
+    lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float
+) -> None:
     """A worn band along a cutting edge: bare, shiny substrate with a dark inner border."""
     o, r = lay.outline, lay.outline.radius_px
     i0 = _site(lay, rng, spread=0.2)
@@ -110,8 +118,7 @@ def flank_wear(lay: InsertLayers, look: Look, light: Light, rng: np.random.Gener
     w = wmax * np.sin(np.pi * t) ** 0.35 * bumps
     pts, nrm = o.pts[idx], o.normals[idx]
     band = lay.poly(np.vstack([pts + 1.5 * nrm, (pts - w[:, None] * nrm)[::-1]])) * lay.body
-    # Abrasion streaks across the edge: noise stretched along the edge normal is overkill;
-    # plain speckle reads the same at this size.
+    # Abraded metal: speckle is enough at this size (streaks would not resolve).
     streak = 0.9 + 0.3 * rng.random(band.shape, np.float32)
     worn = SUBSTRATE * (1.2 if look.color.mean() > 0.4 else 1.0)
     _paint(lay, band * contrast, worn[None, None, :] * streak[..., None])
@@ -122,7 +129,9 @@ def flank_wear(lay: InsertLayers, look: Look, light: Light, rng: np.random.Gener
     lay.dmg = np.maximum(lay.dmg, np.maximum(band, border))
 
 
-def crater_wear(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float) -> None:
+def crater_wear(
+    lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float
+) -> None:
     """A dark, dished crater on the rake face just behind the cutting edge."""
     o, r = lay.outline, lay.outline.radius_px
     i = _site(lay, rng, spread=0.25)
@@ -145,9 +154,11 @@ def crater_wear(lay: InsertLayers, look: Look, light: Light, rng: np.random.Gene
     lay.dmg = np.maximum(lay.dmg, blob)
 
 
-def crack(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float) -> None:
+def crack(
+    lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float
+) -> None:
     """A thin dark crack running from the cutting edge into the insert, maybe branched."""
-    o, r = lay.outline, lay.outline.radius_px
+    r = lay.outline.radius_px
     i = _site(lay, rng)
     p, nv, _ = _frame(lay, i)
     length = rng.uniform(0.22, 0.4) * r * k
@@ -159,7 +170,11 @@ def crack(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator,
     lines = [path]
     if rng.random() < 0.4:
         m = n // 2
-        bang = ang[m] + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9) + np.cumsum(rng.normal(0, 0.3, n // 2))
+        bang = (
+            ang[m]
+            + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9)
+            + np.cumsum(rng.normal(0, 0.3, n // 2))
+        )
         bst = np.stack([np.cos(bang), np.sin(bang)], 1) * (length / n)
         lines.append(np.vstack([path[m], path[m] + np.cumsum(bst, 0)]))
     thick = 1 if k < 0.9 else 2
@@ -179,13 +194,15 @@ def crack(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator,
     lay.dmg = np.maximum(lay.dmg, _dilate(np.maximum(line, lit), 1) * lay.body)
 
 
-def built_up_edge(lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float) -> None:
+def built_up_edge(
+    lay: InsertLayers, look: Look, light: Light, rng: np.random.Generator, k: float, contrast: float
+) -> None:
     """A rough lump of workpiece metal welded onto the cutting edge."""
-    o, r = lay.outline, lay.outline.radius_px
+    r = lay.outline.radius_px
     i = _site(lay, rng, spread=0.2)
     p, nv, tv = _frame(lay, i)
     rad = max(2.5, rng.uniform(0.06, 0.1) * r * k)
-    c = p + nv * rad * rng.uniform(-0.4, 0.1)
+    c = p + nv * rad * rng.uniform(-0.6, -0.1)
     th = np.linspace(0, 2 * np.pi, 14, endpoint=False)
     rho = rng.uniform(0.65, 1.2, 14)
     poly = c + (1.3 * rad * rho * np.cos(th))[:, None] * tv + (rad * rho * np.sin(th))[:, None] * nv

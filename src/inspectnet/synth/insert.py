@@ -18,7 +18,7 @@ from inspectnet.synth.shapes import Outline
 #: Coating -> (albedo RGB, gloss, tint of specular light).
 COATING_LOOK: dict[str, tuple[tuple[float, float, float], float, tuple[float, float, float]]] = {
     "tin_gold": ((0.80, 0.62, 0.25), 0.9, (1.0, 0.88, 0.55)),
-    "tialn_violet": ((0.40, 0.35, 0.45), 0.7, (0.95, 0.9, 1.0)),
+    "tialn_violet": ((0.33, 0.30, 0.37), 0.7, (0.95, 0.9, 1.0)),
     "ticn_blue": ((0.36, 0.42, 0.52), 0.7, (0.9, 0.95, 1.0)),
     "cvd_black": ((0.09, 0.09, 0.10), 1.0, (1.0, 1.0, 1.0)),
     "carbide_grey": ((0.55, 0.55, 0.56), 0.6, (1.0, 1.0, 1.0)),
@@ -59,9 +59,17 @@ class Light:
     specular: float
 
     @classmethod
-    def make(cls, azimuth: float, elevation: float, intensity: float, ambient: float, specular: float) -> Light:
+    def make(
+        cls, azimuth: float, elevation: float, intensity: float, ambient: float, specular: float
+    ) -> Light:
         """Build from angles in radians."""
-        v = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
+        v = np.array(
+            [
+                np.cos(azimuth) * np.cos(elevation),
+                np.sin(azimuth) * np.cos(elevation),
+                np.sin(elevation),
+            ]
+        )
         hv = v + np.array([0.0, 0.0, 1.0])
         return cls(v, hv / np.linalg.norm(hv), intensity, ambient, specular)
 
@@ -80,10 +88,16 @@ class Look:
     sheen: float  # strength of the soft reflection on the rake face
 
 
-def random_look(rng: np.random.Generator, coating: str, hole_prob: float, chipbreaker_prob: float) -> Look:
+def random_look(
+    rng: np.random.Generator, coating: str, hole_prob: float, chipbreaker_prob: float
+) -> Look:
     """Draw the finish of an insert with a given coating."""
     rgb, gloss, tint = COATING_LOOK[coating]
-    color = np.array(rgb, np.float32) * rng.uniform(0.92, 1.08, 3).astype(np.float32) * rng.uniform(0.9, 1.1)
+    color = (
+        np.array(rgb, np.float32)
+        * rng.uniform(0.95, 1.05, 3).astype(np.float32)
+        * rng.uniform(0.85, 1.1)
+    )
     return Look(
         coating=coating,
         color=color,
@@ -155,7 +169,9 @@ def build_insert(outline: Outline, look: Look, size: int, rng: np.random.Generat
         # Chip-breaker groove following the outline: asymmetric profile (steep back wall).
         gw = look.groove * rin
         t = np.clip((d - land) / gw, 0.0, 1.0)
-        prof = np.where(t < 0.65, np.sin(t / 0.65 * np.pi / 2), np.cos((t - 0.65) / 0.35 * np.pi / 2))
+        prof = np.where(
+            t < 0.65, np.sin(t / 0.65 * np.pi / 2), np.cos((t - 0.65) / 0.35 * np.pi / 2)
+        )
         h = h - 0.45 * gw * prof * (t > 0) * (t < 1)
         lay.flat = np.maximum(lay.flat, (d > land + gw).astype(np.float32))
         lay.groove = ((t > 0) & (t < 1)).astype(np.float32)
@@ -177,7 +193,11 @@ def build_insert(outline: Outline, look: Look, size: int, rng: np.random.Generat
         lay.hole = np.zeros_like(d)
     lay.height = h.astype(np.float32)
     # Ground carbide: slight mottling and grain; the land is honed a little brighter.
-    tex = 1.0 + 0.05 * lowfreq(rng, lay.h, lay.w, 6) + 0.025 * rng.standard_normal((lay.h, lay.w), np.float32)
+    tex = (
+        1.0
+        + 0.05 * lowfreq(rng, lay.h, lay.w, 6)
+        + 0.025 * (rng.random((lay.h, lay.w), np.float32) - 0.5) * 3.46
+    )
     tex *= 1.0 + 0.06 * (d < land)
     lay.albedo = look.color[None, None, :] * tex[..., None]
     lay.gloss = (look.gloss * (1.0 - 0.5 * lay.groove)).astype(np.float32)
@@ -185,7 +205,9 @@ def build_insert(outline: Outline, look: Look, size: int, rng: np.random.Generat
     return lay
 
 
-def shade_insert(lay: InsertLayers, look: Look, light: Light, tray_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def shade_insert(
+    lay: InsertLayers, look: Look, light: Light, tray_crop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Shade the layers under ``light``.
 
     Args:
@@ -201,17 +223,23 @@ def shade_insert(lay: InsertLayers, look: Look, light: Light, tray_crop: np.ndar
     hx = cv2.Sobel(h, cv2.CV_32F, 1, 0, ksize=3) * 0.125
     hy = cv2.Sobel(h, cv2.CV_32F, 0, 1, ksize=3) * 0.125
     inv = 1.0 / np.sqrt(1.0 + hx * hx + hy * hy)
-    lx, ly, lz = light.vec
+    # Python floats, not numpy float64 scalars: those would promote the float32 maps to float64.
+    lx, ly, lz = (float(v) for v in light.vec)
     ndl = np.clip((lz - hx * lx - hy * ly) * inv, 0.0, None)
-    hx_, hy_, hz_ = light.half
+    hx_, hy_, hz_ = (float(v) for v in light.half)
     ndh = np.clip((hz_ - hx * hx_ - hy * hy_) * inv, 0.0, 1.0)
     diff = light.ambient + (1.0 - light.ambient) * light.intensity * ndl / lz
-    spec = light.specular * lay.gloss * ndh ** 40
+    n8 = np.square(np.square(np.square(ndh)))
+    spec = light.specular * lay.gloss * n8 * np.square(np.square(n8))  # ndh ** 40, cheaply
     # Soft reflection of the lamp on the flat rake face, offset towards the light.
-    c = lay.outline.center + np.array([lx, ly]) * 0.35 * lay.outline.radius_px
+    cx, cy = (
+        float(v) for v in lay.outline.center + np.array([lx, ly]) * 0.35 * lay.outline.radius_px
+    )
     s2 = 2 * (0.45 * lay.outline.radius_px) ** 2
-    blob = np.exp(-((lay.xs - c[0]) ** 2 + (lay.ys - c[1]) ** 2) / s2)
-    spec = spec + light.specular * look.sheen * lay.gloss * blob * inv ** 8
+    blob = np.exp(-(np.square(lay.xs - cx) + np.square(lay.ys - cy)) * (1.0 / s2))
+    spec = spec + light.specular * look.sheen * lay.gloss * blob * np.square(
+        np.square(np.square(inv))
+    )
     rgb = lay.albedo * diff[..., None] + spec[..., None] * look.tint[None, None, :]
     hole = lay.hole[..., None]
     rgb = rgb * (1.0 - hole) + tray_crop * 0.22 * hole

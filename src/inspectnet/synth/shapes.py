@@ -14,7 +14,13 @@ import numpy as np
 
 #: Acute corner angle of each shape in degrees (None: round insert).
 CORNER_ANGLE: dict[str, float | None] = {
-    "C": 80.0, "D": 55.0, "S": 90.0, "T": 60.0, "V": 35.0, "W": 80.0, "R": None,
+    "C": 80.0,
+    "D": 55.0,
+    "S": 90.0,
+    "T": 60.0,
+    "V": 35.0,
+    "W": 80.0,
+    "R": None,
 }
 
 
@@ -129,12 +135,15 @@ class Outline:
 
     def to_unit(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map pixel coordinates to the insert's unit coordinates (for holes and shading)."""
-        inv = np.linalg.inv(self.matrix)
-        dx, dy = x - self.center[0], y - self.center[1]
-        return inv[0, 0] * dx + inv[0, 1] * dy, inv[1, 0] * dx + inv[1, 1] * dy
+        # Python floats keep float32 inputs float32 (numpy float64 scalars would promote).
+        (a, b), (c, d) = np.linalg.inv(self.matrix).tolist()
+        dx, dy = x - float(self.center[0]), y - float(self.center[1])
+        return a * dx + b * dy, c * dx + d * dy
 
 
-def pose_matrix(radius_px: float, rotation: float, tilt: float, tilt_dir: float, shear: float) -> np.ndarray:
+def pose_matrix(
+    radius_px: float, rotation: float, tilt: float, tilt_dir: float, shear: float
+) -> np.ndarray:
     """Unit-to-pixel matrix: in-plane rotation, then camera foreshortening and shear."""
 
     def rot(a: float) -> np.ndarray:
@@ -145,7 +154,9 @@ def pose_matrix(radius_px: float, rotation: float, tilt: float, tilt_dir: float,
     return radius_px * fore @ sh @ rot(rotation)
 
 
-def make_outline(shape: str, corner_radius: float, matrix: np.ndarray, center: np.ndarray) -> Outline:
+def make_outline(
+    shape: str, corner_radius: float, matrix: np.ndarray, center: np.ndarray
+) -> Outline:
     """Build the placed outline of an insert.
 
     Args:
@@ -169,7 +180,9 @@ def make_outline(shape: str, corner_radius: float, matrix: np.ndarray, center: n
         # Cutting corners: the acute ones (rhombic: the two on the long diagonal; W: the 80 deg).
         r = np.linalg.norm(verts, axis=1)
         acute_flags = r > r.max() - 1e-6
-    perim_px = np.sum(np.linalg.norm(np.diff(np.vstack([poly, poly[:1]]), axis=0), axis=1)) * radius_px
+    perim_px = (
+        np.sum(np.linalg.norm(np.diff(np.vstack([poly, poly[:1]]), axis=0), axis=1)) * radius_px
+    )
     n = int(max(64, perim_px / 1.5))
     unit = _resample(poly, n)
     pts = unit @ matrix.T + center
@@ -184,4 +197,13 @@ def make_outline(shape: str, corner_radius: float, matrix: np.ndarray, center: n
         corners = np.array([int(np.argmin(np.sum((pts - a) ** 2, 1))) for a in apex_px])
     else:
         corners = np.zeros(0, int)
-    return Outline(pts, nrm, corners, acute_flags, np.asarray(center, float), matrix, radius_px, inradius(shape))
+    return Outline(
+        pts,
+        nrm,
+        corners,
+        acute_flags,
+        np.asarray(center, float),
+        matrix,
+        radius_px,
+        inradius(shape),
+    )
