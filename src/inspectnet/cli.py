@@ -155,13 +155,29 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
              data: Optional[Path] = typer.Option(None, "--data", help="Other data (default: the run's split)."),
              split: str = typer.Option("test", "--split", help="test | val | train | all"),
              device: str = typer.Option("cpu", "--device"),
-             json_out: Optional[Path] = typer.Option(None, "--out", help="Where to write the metrics JSON.")) -> None:
-    """Metrics of a trained run on its own test split or on other data."""
+             json_out: Optional[Path] = typer.Option(None, "--out", help="Where to write the metrics JSON."),
+             masks: Optional[Path] = typer.Option(None, "--masks", help="Damage masks (folder or synth manifest.csv): "
+                                                  "does Grad-CAM point at the damage?"),
+             report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report too.")) -> None:
+    """Metrics (and the HTML report) of a trained run on its own test split or on other data."""
     from .evaluate.run import evaluate as do_eval
 
     m = do_eval(run, data=data, split=split, device=device, out=json_out)
     out.print(metrics_table(m, f"evaluate {run}"))
     out.print(f"written: {m['_written_to']}")
+    if masks is not None:
+        from .evaluate.localization import localization_for_run
+
+        r = localization_for_run(run, masks, data=data, split=split, device=device)
+        out.print(f"Grad-CAM on the damage ({r['n_scored']} correctly flagged of {r['n_positive']} damaged): "
+                  f"pointing game {_fmt(r['pointing_game'])}, heatmap energy inside the mask "
+                  f"{_fmt(r['energy_inside'])} (mask covers {_fmt(r['mask_fraction'])} of the image)")
+        out.print(f"written: {r['_written_to']}")
+    if report:
+        from .evaluate.report import write_report
+
+        path = write_report(run, data=data, split=split, device=device, metrics=m, masks=masks)
+        out.print(f"report: {path}")
 
 
 @app.command()
