@@ -84,6 +84,11 @@ class Interrupts:
             return  # acted on at the next batch end (StopOnSignal)
         raise KeyboardInterrupt
 
+    def reclaim_sigterm(self) -> None:
+        """Put our SIGTERM handler back in place of the one Lightning installs for ``fit``."""
+        if self._old and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handle)
+
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
         """Record signals instead of raising them; raise on leaving the block if one came."""
@@ -133,6 +138,13 @@ class StopOnSignal(L.Callback):
             trainer.save_checkpoint(self.ckpt_path)
             self.saved = True
             raise _Stop
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's SIGTERM handler (installed for fit, restored after) broadcasts a tensor
+        # from inside the handler, which deadlocks DDP ranks that are in another collective at
+        # that moment (seen: 2 CPU ranks hung). Ours only records the signal; the ranks agree
+        # at the next batch end.
+        self.interrupts.reclaim_sigterm()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A signal during validation: the epoch's checkpoint was written by ModelCheckpoint.
