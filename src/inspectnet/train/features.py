@@ -1,7 +1,7 @@
 """Transfer learning by feature extraction: run the frozen base once, train a head on the
 cached pooled features.
 
-The head is multinomial logistic regression fitted by full-batch L-BFGS on standardised
+The head is multinomial logistic regression fitted by full-batch L-BFGS on centred, scaled
 features, with its L2 strength chosen on the validation split (what the design notes found
 strongest on real defect photos). Standardisation is folded back into the linear layer, so
 the result is an ordinary ``nn.Linear`` inside the network.
@@ -90,7 +90,10 @@ def train_linear_head(
         (linear layer, {"l2": chosen, "val_loss": ..., "val_balanced_accuracy": ...})
     """
     mu = f_train.mean(0)
-    sd = f_train.std(0).clamp_min(1e-6)
+    # One scale for all features, not one per feature: per-feature standardisation folds
+    # into huge weights on near-constant features, and once fine-tuning moves the base
+    # those weights blow the logits up (val loss 0.005 -> 7.5 in one epoch).
+    sd = f_train.std(0).mean().clamp_min(1e-6).expand(f_train.shape[1])
     z = (f_train - mu) / sd
     best: tuple[float, float, float, nn.Linear] | None = None
     for l2 in l2_grid:

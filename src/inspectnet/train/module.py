@@ -106,6 +106,14 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_loss, self._train_correct, self._train_seen = [], 0, 0
 
+    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        # Lightning restores each submodule's own train/eval flag around validation and at
+        # fit start (it does not go through our ``train()``), which switched BatchNorm back
+        # to batch statistics: the loss jumped from 0.36 to 3.2 at unfreezing. Enforce it
+        # on every batch; 50 flag writes cost nothing.
+        if self.freeze_bn:
+            set_bn_eval(self.network)
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, y = batch
         logits = self.network(self._prepare(images)).float()
