@@ -79,17 +79,23 @@ def test_render_sample_is_deterministic():
 # --- masks and damage ------------------------------------------------------------------------
 
 
-def test_masks_lie_on_the_insert():
-    """Damage is on the insert (or the part broken away from it), not on the tray."""
+@pytest.mark.parametrize("difficulty,min_inside", [("hard", 0.95), ("medium", 0.95)])
+def test_masks_lie_on_the_insert(difficulty, min_inside):
+    """Damage is on the insert (or the part broken away from it), not on the tray.
+
+    A built-up edge is metal welded onto the edge, so at ``medium`` size its blob sticks out
+    past the outline: it must still touch the insert with at least half of its area.
+    """
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11))  # 5 px margin at 128 px
     seen = set()
     for i in range(36):
-        _, mask, meta = render_sample(i, "damaged", seed=1, size=128)
+        _, mask, meta = render_sample(i, "damaged", seed=1, size=128, difficulty=difficulty)
         assert mask is not None and mask.shape == (128, 128) and mask.dtype == bool
         assert mask.sum() >= 3, f"image {i}: {meta['damage']} left no mask"
         outline = cv2.dilate(meta["insert_mask"].astype(np.uint8), kernel) > 0
         inside = (mask & outline).sum() / mask.sum()
-        assert inside >= 0.95, (
+        need = 0.5 if "built_up_edge" in meta["damage"] and difficulty != "hard" else min_inside
+        assert inside >= need, (
             f"image {i}: only {inside:.0%} of the {meta['damage']} mask is on the insert"
         )
         x0, y0, x1, y1 = meta["bbox"]

@@ -37,11 +37,12 @@ TRAYS: tuple[str, ...] = (
 LABELS: tuple[str, ...] = ("intact", "damaged", "empty")
 
 #: difficulty -> (damage size range as a multiplier, damage contrast, distractor multiplier).
-#: ``hard`` keeps notches of ~2-4 px and cracks of 1 px at 256 px: subtle but visible.
+#: ``medium`` damage is plain to see at 256 px (what the demo and the course's lesson need);
+#: ``hard`` keeps it small and low-contrast: subtle, but a careful person still sees it.
 DIFFICULTIES: dict[str, tuple[tuple[float, float], float, float]] = {
-    "easy": ((1.6, 2.1), 1.0, 0.6),
-    "medium": ((1.15, 1.5), 0.9, 1.0),
-    "hard": ((0.6, 0.85), 0.65, 1.4),
+    "easy": ((3.8, 4.6), 1.0, 0.6),
+    "medium": ((3.0, 3.8), 1.0, 0.8),
+    "hard": ((1.2, 1.6), 0.8, 1.2),
 }
 
 

@@ -24,7 +24,7 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 def extract_features(
     network: nn.Module,
     images: torch.Tensor,
-    batch_size: int = 64,
+    batch_size: int = 32,
     views: int = 1,
     device: torch.device | str = "cpu",
     desc: str = "features",
