@@ -21,7 +21,8 @@ from .errors import InspectnetError, TrainingInterrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Labelled photos of parts in; a trained, measured, explainable CNN classifier out.")
-out = Console(highlight=False)
+# Tables stay readable in logs and CI output, where rich would otherwise assume 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, highlight=False)
 
 

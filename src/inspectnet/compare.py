@@ -103,7 +103,7 @@ def _bar_chart(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 # Demo settings: small enough for a 2-core CPU in minutes, large enough to show the lesson.
-DEMO = {"scratch_epochs": 15, "finetune_epochs": 3, "img_size": 160, "scratch_img_size": 128}
+DEMO = {"scratch_epochs": 40, "finetune_epochs": 5, "img_size": 224, "scratch_img_size": 128}
 
 
 def demo(data: str | Path = "data/inserts", out: str | Path = "runs/demo", n: int = 1200,

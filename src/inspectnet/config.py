@@ -38,9 +38,11 @@ class TrainConfig:
         lr: Learning rate (the head's; the base gets ``lr * base_lr_mult``).
         base_lr_mult: Ratio of base to head learning rate when fine-tuning.
         weight_decay: Weight decay (decoupled for AdamW).
-        optimizer: ``adam``, ``adamw`` or ``sgd``.
+        optimizer: ``adam``, ``adamw`` or ``sgd``; ``None`` = AdamW from scratch, SGD with
+            Nesterov momentum for fine-tuning.
         batch_size: Mini-batch size.
-        patience: Early stopping patience in epochs on validation loss (0 = off).
+        patience: Early stopping patience in epochs on validation loss (0 = off; ``None`` =
+            10 from scratch, where the loss often plateaus before it falls, else 5).
         seed: Seed of the split, the initialisation and the augmentation.
         val_fraction / test_fraction: Split sizes when the data does not give a split.
         positive: Positive class for recall/F1/ROC (default: ``damaged``/``defective`` or
@@ -76,9 +78,9 @@ class TrainConfig:
     lr: float | None = None
     base_lr_mult: float = 0.1
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"
+    optimizer: str | None = None
     batch_size: int = 32
-    patience: int = 5
+    patience: int | None = None
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -108,7 +110,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
 
         one_of("approach", APPROACHES)
-        one_of("optimizer", OPTIMIZERS)
+        if self.optimizer is not None:
+            one_of("optimizer", OPTIMIZERS)
         one_of("device", DEVICES)
         one_of("class_weights", ("auto", "on", "off"))
         if self.epochs < 1:

@@ -67,7 +67,8 @@ def write_split_csv(samples: list[Sample], path: str | Path) -> Path:
     w = csv.writer(buf)
     w.writerow(["path", "label", "split", *meta_cols])
     for s in samples:
-        w.writerow([str(s.path), s.label, s.split, *(s.meta.get(k, "") for k in meta_cols)])
+        # Absolute paths: the CSV lives in the run folder, which is not where the data is.
+        w.writerow([str(Path(s.path).resolve()), s.label, s.split, *(s.meta.get(k, "") for k in meta_cols)])
     return atomic_write_text(path, buf.getvalue())
 
 

@@ -38,7 +38,12 @@ from ..models import Network, create_model, model_info
 from .features import extract_features, install_head, train_linear_head
 from .interrupt import Interrupts, StopOnSignal, _Stop, interrupted_message, is_rank_zero
 
-DEFAULT_LR = {"scratch": 1e-3, "features": 1e-3, "finetune": 1e-3}
+# Fine-tuning uses SGD with momentum: right after the head has converged its gradients are
+# tiny and noisy, and Adam's normalised first steps (a full learning rate in the sign
+# direction for every weight) wrecked the pretrained base (loss 0.001 -> 8 in one step);
+# SGD steps scale with the gradient. Scratch keeps the course's Adam(W).
+DEFAULT_LR = {"scratch": 1e-3, "features": 1e-3, "finetune": 1e-2}
+DEFAULT_OPTIMIZER = {"scratch": "adamw", "features": "adamw", "finetune": "sgd"}
 
 
 @dataclass
@@ -290,6 +295,10 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     cfg.positive = positive
     if cfg.lr is None:
         cfg.lr = DEFAULT_LR[cfg.approach]
+    if cfg.optimizer is None:
+        cfg.optimizer = DEFAULT_OPTIMIZER[cfg.approach]
+    if cfg.patience is None:
+        cfg.patience = 10 if cfg.approach == "scratch" else 5
     # Resolve every default now, so config.yaml records what actually ran.
     scratch = cfg.approach == "scratch"
     if cfg.augment_rot90 is None:
@@ -360,7 +369,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
         blocks = _unfreeze_top(network, cfg.unfreeze, dry_run=True)
         _say(f"  fine-tuning in five steps: (1) new {n_classes}-class head, (2) freeze the base, (3) train the head "
              f"on cached features, (4) unfreeze {blocks}, (5) train jointly {cfg.epochs} epochs, head lr {cfg.lr:g}, "
-             f"base lr {cfg.lr * cfg.base_lr_mult:g}, cosine decay, BatchNorm statistics frozen", quiet)
+             f"base lr {cfg.lr * cfg.base_lr_mult:g} ({cfg.optimizer}), cosine decay, BatchNorm statistics frozen", quiet)
         hinfo = _head_on_features(network, cache, cfg, n_classes, cw, device, quiet)
         head_state = {k: v.clone() for k, v in network.state_dict().items()}
         head_val = _val_loss(network, cache.get("val"), device)
