@@ -53,7 +53,11 @@ def test_health_ready_docs_and_page(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["engine"] == "onnx"
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    # Offline: the API docs page must load its assets from this server, never a CDN.
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     page = client.get("/")

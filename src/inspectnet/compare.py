@@ -37,17 +37,34 @@ def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epoch
                     img_size=scratch_img_size if is_scratch else img_size, **common)
         split_source = res.run_dir / "split.csv"  # same images, same split, for the next approach
         m = res.metrics
+        loc = _localization(res.run_dir, data)
         rows.append({
             "approach": approach, "model": m["model"], "params_trainable": m["params_trainable"],
             "params_total": m["params_total"], "epochs": m["epochs_run"], "train_seconds": m["train_seconds"],
             "accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
             "f1_positive": m.get("f1_positive"), "recall_positive": m.get("recall_positive"),
             "roc_auc": m.get("roc_auc"), "run_dir": str(res.run_dir), "split": m.get("split"), "n": m.get("n"),
+            "pointing_game": loc.get("pointing_game"), "energy_inside": loc.get("energy_inside"),
         })
         atomic_write_json(out / "compare.json", rows)  # after each approach: a crash keeps what is done
     atomic_write_text(out / "compare.md", rows_markdown(rows))
     _bar_chart(rows, out / "compare.png")
     return rows
+
+
+def _localization(run_dir: Path, data: str | Path) -> dict[str, Any]:
+    """Does Grad-CAM point at the damage? Only where the data carries damage masks (the
+    synthetic set does); an empty dict otherwise."""
+    root = Path(data)
+    if not (root.is_dir() and (root / "masks").is_dir()):
+        return {}
+    from .errors import InspectnetError
+    from .evaluate.localization import localization_for_run
+
+    try:
+        return localization_for_run(run_dir, root)
+    except InspectnetError:
+        return {}
 
 
 def _f(v: Any, pct: bool = False) -> str:
@@ -61,23 +78,24 @@ def _f(v: Any, pct: bool = False) -> str:
 def rows_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="inspectnet compare (test split)")
     for col in ("approach", "model", "trainable / total params", "epochs", "train s", "accuracy", "bal. acc",
-                "F1 pos", "recall pos", "ROC-AUC"):
+                "F1 pos", "recall pos", "ROC-AUC", "CAM on damage"):
         t.add_column(col, justify="left" if col in ("approach", "model") else "right")
     for r in rows:
         t.add_row(r["approach"], r["model"], f"{r['params_trainable']:,} / {r['params_total']:,}", str(r["epochs"]),
                   f"{r['train_seconds']:.0f}", _f(r["accuracy"], True), _f(r["balanced_accuracy"], True),
-                  _f(r["f1_positive"]), _f(r["recall_positive"]), _f(r["roc_auc"]))
+                  _f(r["f1_positive"]), _f(r["recall_positive"]), _f(r["roc_auc"]), _f(r.get("pointing_game"), True))
     return t
 
 
 def rows_markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| approach | model | trainable / total params | epochs | train s | accuracy | bal. acc | F1 pos | recall pos | ROC-AUC |"
-    lines = [head, "|" + "---|" * 10]
+    head = ("| approach | model | trainable / total params | epochs | train s | accuracy | bal. acc | F1 pos | "
+            "recall pos | ROC-AUC | CAM on damage |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(f"| {r['approach']} | {r['model']} | {r['params_trainable']:,} / {r['params_total']:,} | "
                      f"{r['epochs']} | {r['train_seconds']:.0f} | {_f(r['accuracy'], True)} | "
                      f"{_f(r['balanced_accuracy'], True)} | {_f(r['f1_positive'])} | {_f(r['recall_positive'])} | "
-                     f"{_f(r['roc_auc'])} |")
+                     f"{_f(r['roc_auc'])} | {_f(r.get('pointing_game'), True)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
@@ -271,7 +271,9 @@ def create_app(run: str | Path, engine: str = "auto", token: str | None = None, 
             task.cancel()
             svc.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="inspectnet", version=__version__, lifespan=lifespan,
+    # docs_url=None: FastAPI's default /docs loads Swagger UI from a CDN, a blank page on a
+    # factory network. We serve the same UI from the swagger-ui-bundle package instead.
+    app = FastAPI(title="inspectnet", version=__version__, lifespan=lifespan, docs_url=None,
                   description=f"Inspection service for `{card.architecture}` "
                               f"({', '.join(card.classes)}; positive class `{card.positive_class}`).")
     app.state.service = svc
@@ -393,6 +395,7 @@ def create_app(run: str | Path, engine: str = "auto", token: str | None = None, 
                                                             "Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _mount_offline_docs(app)
     return app
 
 
@@ -400,3 +403,21 @@ def _torch_weights_present(run: str | Path) -> bool:
     from ..bundle import model_dir
 
     return (model_dir(run) / "weights.safetensors").is_file()
+
+
+def _mount_offline_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI served from the installed swagger-ui-bundle (no CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # the page is optional; /openapi.json always works
+        return
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="inspectnet API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
