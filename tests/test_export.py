@@ -194,3 +194,21 @@ def test_predict_stdout_formats_engines_and_cam(seed_run: Path, tmp_path_factory
     assert r.exit_code == 2 and "--cam needs the torch engine" in r.output
     r = runner.invoke(app, ["predict", str(seed_run), *imgs, "--resume"])
     assert r.exit_code != 0 and "--resume needs --output" in r.output
+
+
+def test_predictors_average_the_views_the_threshold_was_chosen_with(seed_run: Path) -> None:
+    """A run thresholded on 8-view probabilities must be served with 8-view probabilities,
+    by either engine, or the threshold means something else in production."""
+    from inspectnet.data.augment import dihedral_views
+    from inspectnet.export import make_predictor
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)
+    for engine in ("torch", "onnx"):
+        pred = make_predictor(seed_run, engine=engine)
+        single = pred.predict_batch(x)
+        pred.card.tta_views = 8
+        averaged = pred.predict_batch(x)
+        expected = sum(pred._probs(v.contiguous()) for v in dihedral_views(x, 8)) / 8
+        np.testing.assert_allclose(averaged, expected, atol=1e-6)
+        assert not np.allclose(averaged, single, atol=1e-4)

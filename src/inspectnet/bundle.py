@@ -33,6 +33,7 @@ class ModelCard:
     mean: list[float]
     std: list[float]
     threshold: float = 0.5
+    tta_views: int = 1  # flip/rot90 views averaged per image when the threshold was chosen
     channels: int = 3
     input: str = "float32 RGB in [0,1], NCHW; normalisation is inside the network"
     approach: str = ""

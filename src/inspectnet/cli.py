@@ -177,7 +177,9 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
     if report:
         from .evaluate.report import write_report
 
-        path = write_report(run, data=data, split=split, device=device, metrics=m, masks=masks)
+        from .evaluate.run import run_views
+
+        path = write_report(run, data=data, split=split, device=device, metrics=m, masks=masks, views=run_views(run))
         out.print(f"report: {path}")
 
 

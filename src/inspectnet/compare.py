@@ -75,13 +75,17 @@ def _f(v: Any, pct: bool = False) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _m(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
 def rows_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="inspectnet compare (test split)")
-    for col in ("approach", "model", "trainable / total params", "epochs", "train s", "accuracy", "bal. acc",
-                "F1 pos", "recall pos", "ROC-AUC", "CAM on damage"):
+    for col in ("approach", "model", "params trained/all", "epochs", "train s", "accuracy", "bal. acc",
+                "F1 pos", "recall pos", "ROC-AUC", "CAM hit"):
         t.add_column(col, justify="left" if col in ("approach", "model") else "right", no_wrap=True)
     for r in rows:
-        t.add_row(r["approach"], r["model"], f"{r['params_trainable']:,} / {r['params_total']:,}", str(r["epochs"]),
+        t.add_row(r["approach"], r["model"], f"{_m(r['params_trainable'])}/{_m(r['params_total'])}", str(r["epochs"]),
                   f"{r['train_seconds']:.0f}", _f(r["accuracy"], True), _f(r["balanced_accuracy"], True),
                   _f(r["f1_positive"]), _f(r["recall_positive"]), _f(r["roc_auc"]), _f(r.get("pointing_game"), True))
     return t

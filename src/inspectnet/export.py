@@ -207,8 +207,8 @@ class OnnxPredictor(BasePredictor):
         """Raw logits for float32 ``(B, 3, S, S)`` in [0, 1] (the graph's own contract)."""
         return self.session.run([OUTPUT_NAME], {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-    def predict_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Class probabilities ``(B, C)`` for uint8 images ``(B, 3, S, S)``."""
+    def _probs(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Class probabilities ``(B, C)`` for uint8 images ``(B, 3, S, S)``, one view."""
         a = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
         z = self.logits(a.astype(np.float32) * np.float32(1 / 255))
         z = z - z.max(axis=1, keepdims=True)  # stable softmax

@@ -75,7 +75,19 @@ class BasePredictor:
         """Whether :meth:`cams` works with this engine (Grad-CAM needs gradients: torch)."""
         return False
 
-    def predict_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:  # pragma: no cover
+    def predict_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Class probabilities ``(B, C)`` for uint8 images ``(B, 3, S, S)``, averaged over the
+        flip/rot90 views the run was trained and thresholded with (``card.tta_views``): the
+        decision threshold only means what it meant on validation with the same views."""
+        from .data.augment import dihedral_views
+
+        views = int(getattr(self.card, "tta_views", 1) or 1)
+        images = torch.as_tensor(images)
+        if views == 1:
+            return self._probs(images)
+        return sum(self._probs(v.contiguous()) for v in dihedral_views(images, views)) / views
+
+    def _probs(self, images: torch.Tensor) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
     def cams(self, images: torch.Tensor, target_class: int | None = None) -> np.ndarray:
@@ -165,8 +177,8 @@ class Predictor(BasePredictor):
         return True
 
     @torch.inference_mode()
-    def predict_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Class probabilities ``(B, C)`` for uint8 images ``(B, 3, S, S)``."""
+    def _probs(self, images: torch.Tensor) -> np.ndarray:
+        """Class probabilities ``(B, C)`` for uint8 images ``(B, 3, S, S)``, one view."""
         images = torch.as_tensor(images)
         x = images.to(self.device).float().div_(255).contiguous(memory_format=torch.channels_last)
         return self.network(x).float().softmax(1).cpu().numpy()

@@ -31,6 +31,18 @@ def predict_probs(network: torch.nn.Module, images: torch.Tensor, batch_size: in
     return torch.cat(out).numpy()
 
 
+def run_views(run: str | Path) -> int:
+    """The flip/rot90 views a run was trained and measured with (its ``config.yaml``), so
+    that ``evaluate`` reproduces the numbers ``train`` wrote."""
+    from ..config import TrainConfig
+
+    cfg_path = Path(run) / "config.yaml"
+    try:
+        return TrainConfig.load(cfg_path).tta_views if cfg_path.is_file() else 1
+    except Exception:  # noqa: BLE001 - an unreadable config only costs the views
+        return 1
+
+
 def full_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], positive: str, threshold: float,
                  split: str) -> dict[str, Any]:
     """Argmax metrics under their names, the inspection operating point under ``at_threshold``."""
@@ -62,6 +74,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     run = Path(run)
     lm = load_model(run, device=device)
     card = lm.card
+    views = run_views(run)
     if data is None:
         split_csv = run / "split.csv"
         if not split_csv.is_file():
@@ -87,7 +100,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         raise DataError(f"no images in split {eval_split!r}")
     cache, _ = build_cache(chosen, card.classes, card.img_size, progress=progress)
     c = cache[eval_split]
-    probs = predict_probs(lm.network, c.images, batch_size=batch_size, device=device)
+    probs = predict_probs(lm.network, c.images, batch_size=batch_size, device=device, views=views)
     m = full_metrics(c.labels.numpy(), probs, card.classes, card.positive_class, card.threshold, eval_split)
     target = Path(out) if out else run / ("metrics.json" if data is None and split == "test" else f"metrics_{split}.json")
     if data is None and split == "test" and (run / "metrics.json").is_file():

@@ -436,6 +436,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     card = ModelCard(
         architecture=info.name, classes=classes, positive_class=positive, img_size=cfg.img_size,
         mean=network.mean.flatten().tolist(), std=network.std.flatten().tolist(), threshold=threshold,
+        tta_views=eval_views,
         approach=cfg.approach,
         metrics={k: metrics.get(k) for k in ("split", "n", "accuracy", "balanced_accuracy", "f1_positive",
                                               "recall_positive", "roc_auc")},
