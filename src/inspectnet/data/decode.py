@@ -80,23 +80,12 @@ def decode_image(path: str | Path) -> torch.Tensor:
 
 
 def resize_uint8(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a ``(3, H, W)`` uint8 image to ``(3, size, size)``, antialiased.
-
-    OpenCV's area filter (bilinear when enlarging) on one thread: it releases the GIL, so
-    decoding threads run beside the model instead of competing for torch's intra-op pool
-    (the predict path went from 57% to PREDICT_PCT of bare ONNX Runtime). Every path —
-    training cache, evaluation, predict, serve — goes through here, so they all agree.
-    """
+    """Resize a ``(3, H, W)`` uint8 image to ``(3, size, size)`` with antialiasing."""
     if img.shape[-2:] == (size, size):
         return img
-    import cv2
+    from torchvision.transforms.v2 import functional as F
 
-    cv2.setNumThreads(1)  # parallelism comes from our decoding threads
-    h, w = img.shape[-2:]
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
-    arr = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
-    out = cv2.resize(arr, (size, size), interpolation=interp)
-    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+    return F.resize(img, [size, size], antialias=True)
 
 
 def load_resized(path: str | Path, size: int) -> torch.Tensor:
