@@ -75,7 +75,9 @@ def _say(msg: str, quiet: bool) -> None:
     if not quiet:
         from rich.console import Console
 
-        Console(stderr=True, highlight=False).print(msg)
+        import sys
+
+        Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140).print(msg)
 
 
 def resolve_device(name: str) -> torch.device:
