@@ -217,27 +217,11 @@ def load_eval_set(run: str | Path, card: Any, data: str | Path | None = None, sp
         DataError: no ``split.csv`` and no ``data``, unknown labels, or an empty split.
     """
     from ..data.cache import build_cache
-    from ..data.sources import discover, from_csv
-    from ..data.split import counts_table, stratified_split
+    from ..data.split import counts_table
+    from .run import eval_samples
 
     run = Path(run)
-    if data is None:
-        split_csv = run / "split.csv"
-        if not split_csv.is_file():
-            raise DataError(f"{split_csv} is missing; pass --data to evaluate on a data set")
-        samples = from_csv(split_csv)
-    else:
-        samples = discover(data)
-        if split == "all" or any(s.split is None for s in samples):
-            for s in samples:
-                s.split = "test"
-            split = "all" if split == "all" else "test"
-        samples = stratified_split(samples)
-    eval_split = "test" if split == "all" else split
-    unknown = sorted({s.label for s in samples} - set(card.classes))
-    if unknown:
-        raise DataError(f"label(s) {', '.join(unknown)} are not classes of this model ({', '.join(card.classes)})")
-    chosen = [s for s in samples if s.split == eval_split]
+    samples, chosen, eval_split = eval_samples(run, card.classes, data, split)
     if positives_only:
         chosen = [s for s in chosen if s.label == card.positive_class]
     if not chosen:

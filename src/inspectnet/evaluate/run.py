@@ -52,6 +52,39 @@ def full_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], positive:
     return m
 
 
+def eval_samples(run: str | Path, classes: list[str], data: str | Path | None = None, split: str = "test"
+                 ) -> tuple[list[Any], list[Any], str]:
+    """The images ``evaluate`` (and the report) score: the run's own split, or another data set.
+
+    Unsplit external data, or ``split="all"``, is scored whole. Returns (all samples, the
+    chosen ones, the split name used).
+
+    Raises:
+        DataError: no ``split.csv`` and no ``data``, or labels that are not the model's classes.
+    """
+    from ..data.sources import discover, from_csv
+    from ..data.split import stratified_split
+
+    run = Path(run)
+    if data is None:
+        split_csv = run / "split.csv"
+        if not split_csv.is_file():
+            raise DataError(f"{split_csv} is missing; pass --data to evaluate on a data set")
+        samples = from_csv(split_csv)
+    else:
+        samples = discover(data)
+        if split == "all" or any(s.split is None for s in samples):
+            for s in samples:
+                s.split = "test"
+            split = "all" if split == "all" else "test"
+        samples = stratified_split(samples)
+    eval_split = "test" if split == "all" else split
+    unknown = sorted({s.label for s in samples} - set(classes))
+    if unknown:
+        raise DataError(f"label(s) {', '.join(unknown)} are not classes of this model ({', '.join(classes)})")
+    return samples, [s for s in samples if s.split == eval_split], eval_split
+
+
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test", batch_size: int = 64,
              device: str = "cpu", out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate a trained run on its own split (default) or on another data set.
@@ -68,34 +101,12 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     """
     from ..bundle import load_model
     from ..data.cache import build_cache
-    from ..data.sources import discover, from_csv
-    from ..data.split import stratified_split
 
     run = Path(run)
     lm = load_model(run, device=device)
     card = lm.card
     views = run_views(run)
-    if data is None:
-        split_csv = run / "split.csv"
-        if not split_csv.is_file():
-            raise DataError(f"{split_csv} is missing; pass --data to evaluate on a data set")
-        samples = from_csv(split_csv)
-    else:
-        samples = discover(data)
-        if split == "all":
-            for s in samples:
-                s.split = "test"
-        elif any(s.split is None for s in samples):
-            # Unsplit external data: evaluate on all of it.
-            for s in samples:
-                s.split = "test"
-            split = "test"
-        samples = stratified_split(samples)
-    eval_split = "test" if split == "all" else split
-    unknown = sorted({s.label for s in samples} - set(card.classes))
-    if unknown:
-        raise DataError(f"label(s) {', '.join(unknown)} are not classes of this model ({', '.join(card.classes)})")
-    chosen = [s for s in samples if s.split == eval_split]
+    _, chosen, eval_split = eval_samples(run, card.classes, data, split)
     if not chosen:
         raise DataError(f"no images in split {eval_split!r}")
     cache, _ = build_cache(chosen, card.classes, card.img_size, progress=progress)
