@@ -40,7 +40,7 @@ from PIL import Image
 from ..errors import DataError
 from ..progress import progress_iter
 from .decode import MAX_PIXELS
-from .sources import IMAGE_EXTENSIONS, SPLITS, Sample, from_csv, from_folder
+from .sources import IMAGE_EXTENSIONS, SPLITS, Sample, discover
 
 MIN_SIDE = 32  # below this a 3x3 conv stack has almost nothing to look at
 CONSTANT_STD = 2.0  # grey-level std under this is a blank frame (lens cap, empty tray, all-white)
@@ -348,20 +348,8 @@ def _kinds(members: list[Sample]) -> list[str]:
 def collect_samples(data: str | Path) -> tuple[Path, list[Sample]]:
     """Like :func:`~inspectnet.data.sources.discover` but tolerant of one class: the doctor reports it."""
     root = Path(data)
-    if not root.exists():
-        raise DataError(f"data path {root} does not exist; give a folder of class folders or a CSV manifest")
-    if root.is_file():
-        if root.suffix.lower() != ".csv":
-            raise DataError(f"{root} is a file but not a .csv manifest")
-        return root.parent, from_csv(root)
-    samples = from_folder(root)
-    if not samples and (root / "manifest.csv").is_file():
-        samples = from_csv(root / "manifest.csv")
-    if not samples:
-        raise DataError(
-            f"no images found under {root}; expected {root}/<class>/*.png (or train/val/test/<class>/)"
-        )
-    return root, samples
+    samples = discover(root, min_classes=1)
+    return (root.parent if root.is_file() else root), samples
 
 
 def _ignored_files(root: Path, samples: list[Sample]) -> list[str]:

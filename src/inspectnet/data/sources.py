@@ -95,11 +95,12 @@ def from_csv(csv_path: Path) -> list[Sample]:
     return samples
 
 
-def discover(data: str | Path) -> list[Sample]:
+def discover(data: str | Path, min_classes: int = 2) -> list[Sample]:
     """Find the labelled images of a folder or CSV manifest and check the class layout.
 
     Raises:
-        DataError: the path does not exist, holds no images, or has fewer than two classes.
+        DataError: the path does not exist, holds no images, or has fewer than ``min_classes``
+            classes (the doctor passes 1: it reports a single class instead of refusing it).
     """
     root = Path(data)
     if not root.exists():
@@ -119,7 +120,7 @@ def discover(data: str | Path) -> list[Sample]:
             f"no images found under {root}; expected {root}/<class>/*.png (or train/val/test/<class>/)"
         )
     classes = sorted({s.label for s in samples})
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(
             f"only one class ({classes[0]!r}) found in {root}; a classifier needs at least two class folders"
         )
