@@ -16,9 +16,7 @@ a table and writes ``bench/results/serve_load.json``.
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,24 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_table, write_results  # noqa: E402
 
-
-def make_data(root: Path, n_per_class: int = 30, size: int = 160) -> Path:
-    """Grey parts on a noisy tray; damaged ones carry a dark notch (as the tests' toy set)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label in ("intact", "damaged"):
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(n_per_class):
-            img = rng.normal(60, 12, (size, size, 3))
-            c0, c1 = size // 5, size - size // 5
-            img[c0:c1, c0:c1] = rng.normal(170, 10, (c1 - c0, c1 - c0, 3))
-            if label == "damaged":
-                y = int(rng.integers(c0, c1 - 24))
-                x = c0 if rng.integers(2) else c1 - 24
-                img[y : y + 24, x : x + 24] = 20
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / label / f"{label}_{i:03d}.png")
-    return root
+from inspectnet.serve.ready import free_port, wait_ready  # noqa: E402
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -59,12 +40,6 @@ def rss_mb(pid: int) -> dict[str, float]:
             k, v = line.split(":")
             out[k] = int(v.split()[0]) / 1024
     return {"rss_mb": out.get("VmRSS", 0.0), "peak_rss_mb": out.get("VmHWM", 0.0)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -79,7 +54,9 @@ def main() -> None:
     import httpx
 
     tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
-    data = make_data(tmp / "data")
+    from inspectnet.synth import generate
+
+    data = generate(tmp / "data", n=60, seed=0, difficulty="easy", size=args.img_size, progress=False)
     run = args.run
     if run is None:
         from inspectnet.train.fit import train
@@ -102,16 +79,10 @@ def main() -> None:
          "--queue-size", str(args.clients * 2)] + (["--workers", str(args.workers)] if args.workers else []),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start: {server.stderr.read().decode()[-2000:]}")
-            time.sleep(0.2)
+        try:
+            wait_ready(url, 120, alive=lambda: server.poll() is None)
+        except RuntimeError as e:
+            raise SystemExit(f"{e}: {server.stderr.read().decode()[-2000:]}") from None
         info = httpx.get(f"{url}/v1/model").json()
         engine, workers = info["engine"], info["limits"]["workers"]
         # Warm-up outside the measurement (first requests allocate ORT's arenas).

@@ -11,7 +11,6 @@ import io
 import socket
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,8 +72,9 @@ def running_server(app, ready_timeout: float = 30.0) -> Iterator[str]:
     The socket is bound here (port 0) and handed to uvicorn, so there is no race for the
     port between choosing it and binding it.
     """
-    import httpx
     import uvicorn
+
+    from inspectnet.serve.ready import wait_ready
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -84,17 +84,8 @@ def running_server(app, ready_timeout: float = 30.0) -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_timeout
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server at {url} not ready after {ready_timeout} s")
-            time.sleep(0.05)
+        wait_ready(url, ready_timeout, interval=0.05)
         yield url
     finally:
         server.should_exit = True

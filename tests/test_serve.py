@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from conftest_serve import bomb_png, png_bytes, running_server, seed_run, toy_im
 from inspectnet.export import make_predictor
 from inspectnet.predict import BasePredictor, Predictor, expand_inputs
 from inspectnet.serve.app import create_app
+from inspectnet.serve.ready import free_port, wait_ready
 
 TOKEN = "s3cret-token"
 
@@ -200,33 +200,29 @@ def test_full_queue_answers_503_with_retry_after(seed_run: Path, onnx_pred: Base
         assert httpx.post(f"{url}/v1/predict", files=_files(("a.png", png_bytes())), timeout=30).status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_command_runs_uvicorn(seed_run: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "inspectnet.cli", "serve", str(seed_run), "--port", str(port),
                              "--token", TOKEN, "--max-upload-mb", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "inspectnet serve did not become ready"
-            time.sleep(0.1)
+        try:
+            wait_ready(url, 60, alive=lambda: proc.poll() is None)
+        except RuntimeError as e:
+            pytest.fail(f"inspectnet serve did not become ready: {e}\n{proc.stdout.read().decode()[-2000:]}")
         assert httpx.get(f"{url}/v1/model").status_code == 401
         body = httpx.get(f"{url}/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert body["limits"]["max_upload_mb"] == 2 and body["engine"] == "onnx"
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_wait_ready_stops_when_the_server_died() -> None:
+    # Nothing listens on a fresh free port; a dead process must end the wait at once.
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited before it was ready"):
+        wait_ready(f"http://127.0.0.1:{free_port()}", timeout=30, alive=lambda: False)
+    assert time.monotonic() - t0 < 5
