@@ -37,6 +37,7 @@ def test_compare_writes_one_row_per_approach(compared: Path) -> None:
         assert (Path(r["run_dir"]) / "model" / "model.json").is_file()
         # The synthetic set has damage masks, so each row says whether Grad-CAM finds the damage.
         assert r["pointing_game"] is None or 0 <= r["pointing_game"] <= 1
+        assert r["pointing_game_layercam"] is None or 0 <= r["pointing_game_layercam"] <= 1
     md = (compared / "compare.md").read_text()
     assert md.count("\n| ") == 3 and "| finetune | efficientnet_lite0 |" in md
     assert (compared / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

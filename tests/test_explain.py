@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from timm.layers import Conv2dSame
 from PIL import Image
 
 from inspectnet.explain import (
@@ -159,7 +160,7 @@ def square_model():
     return model
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam"])
 @pytest.mark.parametrize("where", [(40, 8), (6, 44)])
 def test_gradcam_peaks_on_the_bright_square(square_model, method, where):
     r, c = where
@@ -206,10 +207,49 @@ def test_gradcam_on_efficientnet_lite0():
     model = create_model("efficientnet_lite0", 2, pretrained=False)
     model.eval()
     x = torch.rand(1, 3, 64, 64)
-    for method in ("gradcam", "gradcam++"):
+    for method in ("gradcam", "gradcam++", "layercam"):
         cam = grad_cam(model, x, method=method)
         assert cam.shape == (64, 64) and cam.dtype == np.float32
         assert not np.isnan(cam).any() and cam.min() >= 0.0 and cam.max() <= 1.0
+
+
+def _box_stack(*layers):
+    """Convolutions with all-ones kernels and no bias: the input gradient of one output cell
+    is then its receptive field, symmetric about the cell's true centre."""
+    net = torch.nn.Sequential(*layers)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.ones_(m.weight)
+    return net
+
+
+@pytest.mark.parametrize("layers", [
+    lambda: [torch.nn.Conv2d(1, 1, 3, 2, 1, bias=False), torch.nn.Conv2d(1, 1, 5, 2, 2, bias=False),
+             torch.nn.Conv2d(1, 1, 3, 2, 1, bias=False)],                        # EfficientNet/ResNet style
+    lambda: [torch.nn.Conv2d(1, 1, 3, 1, 1, bias=False), torch.nn.AvgPool2d(2), torch.nn.Conv2d(1, 1, 3, 1, 1, bias=False),
+             torch.nn.AvgPool2d(2), torch.nn.AvgPool2d(2)],                       # the seed CNN's conv + 2x2 pool
+    lambda: [Conv2dSame(1, 1, 3, 2, bias=False), Conv2dSame(1, 1, 5, 2, bias=False),
+             Conv2dSame(1, 1, 3, 2, bias=False)],                                 # TF "same" (tf_ models)
+], ids=["symmetric", "pool", "tf-same"])
+def test_heatmap_cells_sit_on_their_receptive_field_centres(layers):
+    from inspectnet.explain.gradcam import _LayerTrace, upsample_to_input
+
+    net = _box_stack(*layers())
+    x = torch.zeros(1, 1, 64, 64, requires_grad=True)
+    with _LayerTrace(net) as trace:
+        y = net(x)
+    h = y.shape[-1]
+    S, O = trace.grid(0, 64, h)
+    (g,) = torch.autograd.grad(y[0, 0, 3, 4], x)
+    rf = g[0, 0].abs()
+    rows, cols = torch.arange(64.0), torch.arange(64.0)
+    centre = ((rf.sum(1) * rows).sum() / rf.sum(), (rf.sum(0) * cols).sum() / rf.sum())
+    assert centre[0].item() == pytest.approx(S * 3 + O) and centre[1].item() == pytest.approx(S * 4 + O)
+    one_hot = torch.zeros(1, 1, h, h, dtype=torch.float64)
+    one_hot[0, 0, 3, 4] = 1.0
+    up = upsample_to_input(one_hot, (S, O), (S, O), (64, 64))[0, 0]
+    peak = divmod(int(up.argmax()), 64)
+    assert abs(peak[0] - centre[0].item()) <= 0.5 and abs(peak[1] - centre[1].item()) <= 0.5
 
 
 def test_pointing_game_and_energy_by_hand():
@@ -295,7 +335,7 @@ def test_explain_image_writes_everything(seed64, tmp_path):
         layer="backbone.features.3",
         class_names=["damaged", "intact"],
     )
-    assert set(res["files"]) == {"gradcam", "gradcam++", "filters", "maps"}
+    assert set(res["files"]) == {"gradcam", "gradcam++", "layercam", "filters", "maps"}
     assert res["files"]["gradcam++"].name == "part1_gradcam++.png"
     assert res["files"]["maps"].name == "part1_backbone.features.3_maps.png"
     assert all(p.is_file() for p in res["files"].values())

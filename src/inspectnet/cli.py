@@ -172,7 +172,9 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
         r = localization_for_run(run, masks, data=data, split=split, device=device)
         out.print(f"Grad-CAM on the damage ({r['n_scored']} correctly flagged of {r['n_positive']} damaged): "
                   f"pointing game {_fmt(r['pointing_game'])}, heatmap energy inside the mask "
-                  f"{_fmt(r['energy_inside'])} (mask covers {_fmt(r['mask_fraction'])} of the image)")
+                  f"{_fmt(r['energy_inside'])} (mask covers {_fmt(r['mask_fraction'])} of the image); "
+                  f"LayerCAM pointing game {_fmt(r.get('pointing_game_layercam'))}, energy inside "
+                  f"{_fmt(r.get('energy_inside_layercam'))}")
         out.print(f"written: {r['_written_to']}")
     if report:
         from .evaluate.report import write_report

@@ -45,6 +45,8 @@ def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epoch
             "f1_positive": m.get("f1_positive"), "recall_positive": m.get("recall_positive"),
             "roc_auc": m.get("roc_auc"), "run_dir": str(res.run_dir), "split": m.get("split"), "n": m.get("n"),
             "pointing_game": loc.get("pointing_game"), "energy_inside": loc.get("energy_inside"),
+            "pointing_game_layercam": loc.get("pointing_game_layercam"),
+            "energy_inside_layercam": loc.get("energy_inside_layercam"),
         })
         atomic_write_json(out / "compare.json", rows)  # after each approach: a crash keeps what is done
     atomic_write_text(out / "compare.md", rows_markdown(rows))
@@ -80,26 +82,31 @@ def _m(n: int) -> str:
 
 
 def rows_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="inspectnet compare (test split)")
+    t = Table(title="inspectnet compare (test split)",
+              caption="CAM hit: pointing game of Grad-CAM / LayerCAM on the damage masks")
     for col in ("approach", "model", "params trained/all", "epochs", "train s", "accuracy", "bal. acc",
                 "F1 pos", "recall pos", "ROC-AUC", "CAM hit"):
-        t.add_column(col, justify="left" if col in ("approach", "model") else "right", no_wrap=True)
+        left = col in ("approach", "model")
+        t.add_column(col, justify="left" if left else "right", no_wrap=True,
+                     min_width={"approach": 8, "model": 18}.get(col))
     for r in rows:
         t.add_row(r["approach"], r["model"], f"{_m(r['params_trainable'])}/{_m(r['params_total'])}", str(r["epochs"]),
                   f"{r['train_seconds']:.0f}", _f(r["accuracy"], True), _f(r["balanced_accuracy"], True),
-                  _f(r["f1_positive"]), _f(r["recall_positive"]), _f(r["roc_auc"]), _f(r.get("pointing_game"), True))
+                  _f(r["f1_positive"]), _f(r["recall_positive"]), _f(r["roc_auc"]),
+                  f'{_f(r.get("pointing_game"), True)}/{_f(r.get("pointing_game_layercam"), True)}')
     return t
 
 
 def rows_markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| approach | model | trainable / total params | epochs | train s | accuracy | bal. acc | F1 pos | "
-            "recall pos | ROC-AUC | CAM on damage |")
-    lines = [head, "|" + "---|" * 11]
+            "recall pos | ROC-AUC | Grad-CAM on damage | LayerCAM on damage |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(f"| {r['approach']} | {r['model']} | {r['params_trainable']:,} / {r['params_total']:,} | "
                      f"{r['epochs']} | {r['train_seconds']:.0f} | {_f(r['accuracy'], True)} | "
                      f"{_f(r['balanced_accuracy'], True)} | {_f(r['f1_positive'])} | {_f(r['recall_positive'])} | "
-                     f"{_f(r['roc_auc'])} | {_f(r.get('pointing_game'), True)} |")
+                     f"{_f(r['roc_auc'])} | {_f(r.get('pointing_game'), True)} | "
+                     f"{_f(r.get('pointing_game_layercam'), True)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,8 @@
 A classifier can be right for the wrong reason (a tray mark, a lighting gradient that
 happens to go with damage). Where damage masks exist, as for the synthetic set
 (``DATA/masks/<image name>``, also listed in ``manifest.csv``'s ``mask`` column), we score
-each correctly flagged damaged image's Grad-CAM for the positive class with
+each correctly flagged damaged image's Grad-CAM (last stage) and LayerCAM (the finer stage
+before it) for the positive class with
 
 * the pointing game: is the hottest pixel on the (dilated) damage?
 * energy inside: which fraction of the map's mass lies on the (dilated) damage, to be
@@ -135,7 +136,8 @@ def localization_scores(
     Returns:
         ``n_positive`` (damaged images), ``n_flagged`` (of them, correctly flagged),
         ``n_scored`` (flagged with a mask found), ``n_missing_mask``, ``pointing_game``
-        (hit rate, None if nothing was scored), ``energy_inside`` (mean), ``mask_fraction``
+        (Grad-CAM hit rate, None if nothing was scored), ``energy_inside`` (mean), the same
+        two for LayerCAM (``pointing_game_layercam``, ``energy_inside_layercam``), ``mask_fraction``
         (mean share of the image covered by the dilated mask: the uniform-map baseline for
         energy), ``dilate_px``, ``threshold`` and ``per_image`` rows (path, hit, energy,
         mask_fraction, p_positive); ``max_images`` as given (the scores are of a sample
@@ -153,7 +155,7 @@ def localization_scores(
             break
         rows = pos_rows[s : s + batch_size]
         x = images[torch.as_tensor(rows)].float().div(255).contiguous(memory_format=torch.channels_last)
-        cams, logits = cams_and_logits(network, x, positive_index, methods=("gradcam",))
+        cams, logits = cams_and_logits(network, x, positive_index, methods=("gradcam", "layercam"))
         probs = logits.softmax(1).numpy()
         p_pos = probs[:, positive_index]
         flagged = p_pos >= threshold if threshold is not None else probs.argmax(1) == positive_index
@@ -168,7 +170,7 @@ def localization_scores(
             if max_images is not None and len(per_image) >= max_images:
                 continue
             mask = dilate(load_mask(mpath, img_size), dilate_px)
-            cam = cams["gradcam"][j]
+            cam, lcam = cams["gradcam"][j], cams["layercam"][j]
             if cam.shape != mask.shape:
                 raise ValueError(f"heatmap {cam.shape} and mask {mask.shape} differ; is img_size={img_size} right?")
             per_image.append({
@@ -176,6 +178,8 @@ def localization_scores(
                 "mask": str(mpath),
                 "hit": pointing_game(cam, mask, dilate_px=0),
                 "energy": energy_inside(cam, mask),
+                "hit_layercam": pointing_game(lcam, mask, dilate_px=0),
+                "energy_layercam": energy_inside(lcam, mask),
                 "mask_fraction": float(mask.mean()),
                 "p_positive": float(p_pos[j]),
             })
@@ -187,6 +191,8 @@ def localization_scores(
         "n_missing_mask": int(n_missing),
         "pointing_game": float(np.mean([r["hit"] for r in per_image])) if n else None,
         "energy_inside": float(np.mean([r["energy"] for r in per_image])) if n else None,
+        "pointing_game_layercam": float(np.mean([r["hit_layercam"] for r in per_image])) if n else None,
+        "energy_inside_layercam": float(np.mean([r["energy_layercam"] for r in per_image])) if n else None,
         "mask_fraction": float(np.mean([r["mask_fraction"] for r in per_image])) if n else None,
         "dilate_px": int(dilate_px),
         "threshold": threshold,

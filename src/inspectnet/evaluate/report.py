@@ -522,6 +522,9 @@ def render_report(d: ReportData) -> str:
     if loc and loc.get("n_scored"):
         summary.append(("pointing game", _pct(loc["pointing_game"]),
                         f"Grad-CAM peak on the damage, {loc['n_scored']} images"))
+        if loc.get("pointing_game_layercam") is not None:
+            summary.append(("pointing game, LayerCAM", _pct(loc["pointing_game_layercam"]),
+                            "peak of the finer-stage map on the damage"))
     per_class = [{"label": c, **{k: _fmt(v) if isinstance(v, float) else v for k, v in pc.items()}}
                  for c, pc in (m.get("per_class") or {}).items()]
     card = dict(d.card)

@@ -246,7 +246,8 @@ def explain_image(
 ) -> dict[str, Any]:
     """Everything ``inspectnet explain`` shows for one image, written to ``out_dir``.
 
-    Files: ``<stem>_gradcam.png`` and ``<stem>_gradcam++.png`` (heatmap over the image),
+    Files: ``<stem>_gradcam.png``, ``<stem>_gradcam++.png`` and ``<stem>_layercam.png``
+    (heatmaps over the image; LayerCAM from the finer stage before the last),
     ``filters.png`` (first-layer filters) and, when ``layer`` is given,
     ``<stem>_<layer>_maps.png`` (its first 32 feature maps).
 
@@ -266,7 +267,7 @@ def explain_image(
 
     Returns:
         ``{"predicted": int, "label": str, "target_class": int, "probabilities":
-        {name: float}, "files": {"gradcam", "gradcam++", "filters"[, "maps"]: Path}}``.
+        {name: float}, "files": {"gradcam", "gradcam++", "layercam", "filters"[, "maps"]: Path}}``.
 
     Raises:
         LayerError: unknown ``layer``; ValueError: bad image or class index.
@@ -279,7 +280,7 @@ def explain_image(
         display_image = np.repeat(np.repeat(img_u8, f, axis=0), f, axis=1)
     if layer is not None:
         _resolve_layer(model, layer)  # fail before writing anything
-    cams, logits = cams_and_logits(model, x, target_class, methods=("gradcam", "gradcam++"))
+    cams, logits = cams_and_logits(model, x, target_class, methods=("gradcam", "gradcam++", "layercam"))
     probs = torch.softmax(logits[0], dim=0).tolist()
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(probs))]
     if len(names) != len(probs):
