@@ -69,6 +69,7 @@ def test_run_folder_is_self_describing(runs: dict[str, Path], approach: str) -> 
     assert 0 < card["threshold"] < 1
     cfg = TrainConfig.load(run / "config.yaml")
     assert cfg.approach == approach and cfg.img_size == card["img_size"]
+    assert cfg.precision in ("32", "bf16")  # "auto" is resolved, so the file says what ran
     assert not list(run.rglob("*.pkl"))
 
 
@@ -127,6 +128,7 @@ def test_config_round_trip_and_unknown_key(tmp_path: Path, runs: dict[str, Path]
         (["--approach", "magic"], "approach='magic' is not allowed; choose one of scratch, features, finetune"),
         (["--model", "no_such_net"], "unknown model 'no_such_net'"),
         (["--optimizer", "rmsprop"], "optimizer='rmsprop' is not allowed"),
+        (["--precision", "fp16"], "precision='fp16' is not allowed; choose one of auto, 32, bf16"),
     ],
 )
 def test_bad_options_are_one_line_errors(data: Path, tmp_path: Path, args: list[str], message: str) -> None:

@@ -55,6 +55,10 @@ class TrainConfig:
         tta_views: Views averaged at feature extraction/evaluation (1, 2, 4 or 8 of the
             flip/rot90 group; top-view photos of parts have no "up").
         device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``32``, ``bf16`` (bfloat16 autocast, fp32 weights) or ``auto``: bf16 when
+            training from scratch on a CPU with native bf16 (AVX-512 BF16 / AMX: the seed CNN
+            trains 1.65x faster per step) and on GPUs with bf16, fp32 otherwise (fine-tuning
+            Lite0 on the CPU gained nothing from it: its depthwise convolutions stay fp32-bound).
         skip_bad: Skip unreadable images (listed in ``RUN/skipped.csv``) instead of stopping.
         allow_leakage: Train even when the same image content sits in two splits.
         target_recall: Recall of the positive class that the inspection threshold aims for.
@@ -91,6 +95,7 @@ class TrainConfig:
     augment_rotation: float | None = None
     augment_zoom: float | None = None
     tta_views: int = 1
+    precision: str = "auto"
     device: str = "auto"
     skip_bad: bool = False
     allow_leakage: bool = False
@@ -114,6 +119,7 @@ class TrainConfig:
             one_of("optimizer", OPTIMIZERS)
         one_of("device", DEVICES)
         one_of("class_weights", ("auto", "on", "off"))
+        one_of("precision", ("auto", "32", "bf16"))
         if self.epochs < 1:
             raise ConfigError(f"epochs={self.epochs} must be at least 1")
         if self.batch_size < 1:

@@ -29,8 +29,10 @@ def extract_features(
     device: torch.device | str = "cpu",
     desc: str = "features",
     progress: bool = True,
+    keep_views: bool = False,
 ) -> torch.Tensor:
-    """Pooled features of uint8 ``(N, 3, S, S)`` images, averaged over ``views`` flip/rot90 views.
+    """Pooled features of uint8 ``(N, 3, S, S)`` images over ``views`` flip/rot90 views:
+    their mean ``(N, C)``, or each view ``(N, views, C)`` with ``keep_views``.
 
     BatchNorm uses its stored statistics (eval mode); channels-last is the fast layout for
     convolutions on CPU.
@@ -42,13 +44,13 @@ def extract_features(
     for s in progress_iter(starts, total=len(starts), desc=desc, enabled=progress):
         x = images[s : s + batch_size].to(device).float().div_(255)
         x = x.contiguous(memory_format=torch.channels_last)
-        acc = None
-        for v in dihedral_views(x, views):
-            f = network.pooled_features(v.contiguous(memory_format=torch.channels_last)).float()
-            acc = f if acc is None else acc + f
-        out.append((acc / views).cpu())
+        per_view = [network.pooled_features(v.contiguous(memory_format=torch.channels_last)).float()
+                     for v in dihedral_views(x, views)]
+        out.append((torch.stack(per_view, 1) if keep_views else sum(per_view) / views).cpu())
     network.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, network.num_features)
+    if not out:
+        return torch.empty((0, views, network.num_features) if keep_views else (0, network.num_features))
+    return torch.cat(out)
 
 
 def _fit_logreg(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, weight: torch.Tensor | None,
