@@ -168,6 +168,7 @@ def run_inspectnet(manifest: Path, out: Path, **kw: Any) -> dict[str, Any]:
     net = load_model(out).network.float()
     acc = evaluate(net, torch.from_numpy(d["x_test"]), torch.from_numpy(d["y_test"]))
     return {"train_images": n_tr, "epoch_seconds": probe.epochs, "warm_epoch_seconds": warm,
+            "precision": res.config.precision,
             "images_per_s": n_tr / warm, "decode_seconds": probe.decode_seconds, "test_accuracy": acc,
             "train_seconds": res.train_seconds, "run_seconds": total, "notes": res.notes,
             "load1": f"{load_before}->{load1()}"}
@@ -208,7 +209,8 @@ def part_a(root: Path, manifest: Path, epochs: int, rounds: int) -> tuple[list[d
                                          {"INSPECTNET_MALLOC": "default"}))
     best = {k: max(v, key=lambda r: r["images_per_s"]) for k, v in runs.items() if v}
     insp = best["inspectnet"]
-    labels = {"inspectnet": "inspectnet train(scratch): Lightning, channels-last, per-image batch affine",
+    labels = {"inspectnet": "inspectnet train(scratch): Lightning, channels-last, per-image batch affine, "
+                            f"precision {insp.get('precision', '32')} (auto)",
               "keras": "Keras Sequential + model.fit on tf.data",
               "minimal": "minimal torch loop: fp32 eager NCHW, v2 transforms per batch, default malloc"}
     rows = []

@@ -58,3 +58,22 @@ def test_unknown_name_lists_valid_ones() -> None:
 def test_lecture_alias_resolves_to_timm_random_init_offline() -> None:
     net = create_model("resnet50", 2, pretrained=False)
     assert type(net.backbone).__name__ == "ResNet"
+
+
+@pytest.mark.parametrize("name, frozen, trained", [
+    ("efficientnet_lite0", ("conv_stem", "blocks.0", "blocks.1"), ("blocks.2", "blocks.6", "conv_head", "classifier")),
+    ("resnet18", ("conv1", "layer1"), ("layer2", "layer4", "fc")),
+])
+def test_finetune_keeps_the_stem_and_early_stages_frozen_by_default(name, frozen, trained):
+    from inspectnet.train.fit import _unfreeze_top, auto_unfreeze
+
+    net = create_model(name, 2, pretrained=False)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    _unfreeze_top(net, auto_unfreeze(net))
+    grads = {n: p.requires_grad for n, p in net.backbone.named_parameters()}
+    for prefix in frozen:
+        assert not any(v for n, v in grads.items() if n.startswith(prefix + ".")), prefix
+    for prefix in trained:
+        assert all(v for n, v in grads.items() if n.startswith(prefix + ".")), prefix
+    assert auto_unfreeze(create_model("seed-cnn", 2, pretrained=False, img_size=64)) == -1  # no stages: all

@@ -70,6 +70,8 @@ def test_run_folder_is_self_describing(runs: dict[str, Path], approach: str) -> 
     cfg = TrainConfig.load(run / "config.yaml")
     assert cfg.approach == approach and cfg.img_size == card["img_size"]
     assert cfg.precision in ("32", "bf16")  # "auto" is resolved, so the file says what ran
+    if approach == "finetune":
+        assert cfg.unfreeze == 5  # Lite0: stem and the stride-2/4 stages stay frozen
     assert not list(run.rglob("*.pkl"))
 
 

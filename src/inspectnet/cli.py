@@ -111,7 +111,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     lr: Optional[float] = typer.Option(None, "--lr"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam | adamw | sgd"),
-    unfreeze: Optional[int] = typer.Option(None, "--unfreeze", help="finetune: top blocks to unfreeze (-1 = all)."),
+    unfreeze: Optional[int] = typer.Option(None, "--unfreeze", help="finetune: top blocks to unfreeze (-1 = all; default: all but the stem and the stride-2/4 stages)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
     positive: Optional[str] = typer.Option(None, "--positive", help="Positive class (default damaged/defective or minority)."),

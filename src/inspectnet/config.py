@@ -34,7 +34,8 @@ class TrainConfig:
         img_size: Square input size; ``None`` = the model's default (180 seed-cnn, 224 Lite0).
         epochs: Training epochs (for finetune: the joint stage after the head stage).
         head_epochs: finetune step 3, epochs of head-only training on cached features.
-        unfreeze: finetune step 4, how many top blocks to unfreeze (``-1`` = all).
+        unfreeze: finetune step 4, how many top blocks to unfreeze (``-1`` = all; ``None`` =
+            all but the stem and the stride-2/4 stages, see ``fit.auto_unfreeze``).
         lr: Learning rate (the head's; the base gets ``lr * base_lr_mult``).
         base_lr_mult: Ratio of base to head learning rate when fine-tuning.
         weight_decay: Weight decay (decoupled for AdamW).
@@ -42,7 +43,7 @@ class TrainConfig:
             Nesterov momentum for fine-tuning.
         batch_size: Mini-batch size.
         patience: Early stopping patience in epochs on validation loss (0 = off; ``None`` =
-            10 from scratch, where the loss often plateaus before it falls, else 5).
+            15 from scratch, where the loss often plateaus before it falls, else 5).
         seed: Seed of the split, the initialisation and the augmentation.
         val_fraction / test_fraction: Split sizes when the data does not give a split.
         positive: Positive class for recall/F1/ROC (default: ``damaged``/``defective`` or
@@ -78,7 +79,7 @@ class TrainConfig:
     img_size: int | None = None
     epochs: int = 15
     head_epochs: int = 30
-    unfreeze: int = -1
+    unfreeze: int | None = None
     lr: float | None = None
     base_lr_mult: float = 0.1
     weight_decay: float = 1e-4

@@ -126,12 +126,19 @@ def _weights_arg(cfg: TrainConfig) -> bool | str:
     return cfg.weights  # "hub" or a file path
 
 
-def _loader(c: CachedImages, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+def _loader(c: CachedImages, batch_size: int, shuffle: bool, seed: int,
+            distributed: bool = False) -> torch.utils.data.DataLoader:
     ds = torch.utils.data.TensorDataset(c.images, c.labels)
     g = torch.Generator().manual_seed(seed)
     # Drop a last batch of one: BatchNorm cannot normalise a single image in train mode.
     drop = shuffle and len(c) % batch_size == 1
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, drop_last=drop)
+    if distributed:  # Lightning swaps in a DistributedSampler, which needs the plain form
+        return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, drop_last=drop)
+    # One gather per batch from the uint8 cache instead of 32 item reads and a collate stack
+    # (17 ms of a 130 ms seed-CNN step).
+    order = torch.utils.data.RandomSampler(ds, generator=g) if shuffle else torch.utils.data.SequentialSampler(ds)
+    batches = torch.utils.data.BatchSampler(order, batch_size, drop_last=drop)
+    return torch.utils.data.DataLoader(ds, sampler=batches, batch_size=None)
 
 
 def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedImages], *, lr: float,
@@ -202,8 +209,9 @@ def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedIm
             with interrupts.deferred() if interrupts is not None else contextlib.nullcontext():
                 trainer.fit(
                     module,
-                    train_dataloaders=_loader(cache["train"], cfg.batch_size, True, cfg.seed),
-                    val_dataloaders=_loader(cache["val"], cfg.batch_size * 2, False, cfg.seed) if has_val else None,
+                    train_dataloaders=_loader(cache["train"], cfg.batch_size, True, cfg.seed, cfg.distributed),
+                    val_dataloaders=(_loader(cache["val"], cfg.batch_size * 2, False, cfg.seed, cfg.distributed)
+                                     if has_val else None),
                     ckpt_path=str(ckpt) if resume and ckpt.is_file() else None,
                 )
         except _Stop:
@@ -327,7 +335,8 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     if cfg.optimizer is None:
         cfg.optimizer = DEFAULT_OPTIMIZER[cfg.approach]
     if cfg.patience is None:
-        cfg.patience = 10 if cfg.approach == "scratch" else 5
+        # From scratch the validation loss sat flat for 16 epochs on the demo set before it fell.
+        cfg.patience = 15 if cfg.approach == "scratch" else 5
     # Resolve every default now, so config.yaml records what actually ran.
     scratch = cfg.approach == "scratch"
     if cfg.augment_rot90 is None:
@@ -397,6 +406,10 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
                         "val_balanced_accuracy": hinfo["val_balanced_accuracy"], "l2": hinfo["l2"]})
         notes.append(f"head L2={hinfo['l2']:g} chosen on validation")
     else:
+        if cfg.unfreeze is None:
+            cfg.unfreeze = auto_unfreeze(network)
+            if rank0:
+                cfg.save(run_dir / "config.yaml")  # record what "auto" chose
         blocks = _unfreeze_top(network, cfg.unfreeze, dry_run=True)
         _say(f"  fine-tuning in five steps: (1) new {n_classes}-class head, (2) freeze the base, (3) train the head "
              f"on cached features, (4) unfreeze {blocks}, (5) train jointly {cfg.epochs} epochs, head lr {cfg.lr:g}, "
@@ -488,7 +501,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
 def _count_trainable(network: Network, cfg: TrainConfig) -> int:
     if cfg.approach == "features":
         return sum(p.numel() for p in network.get_classifier().parameters())
-    if cfg.approach == "finetune" and cfg.unfreeze >= 0:
+    if cfg.approach == "finetune" and cfg.unfreeze is not None and cfg.unfreeze >= 0:
         return sum(p.numel() for p in _top_block_params(network, cfg.unfreeze))
     return sum(p.numel() for p in network.parameters())
 
@@ -513,6 +526,34 @@ def _top_block_params(network: Network, k: int) -> list[torch.nn.Parameter]:
             params += list(getattr(bb, name).parameters())
     params += list(network.get_classifier().parameters())
     return params
+
+
+def auto_unfreeze(network: Network) -> int:
+    """How many top blocks fine-tuning trains by default: all but the stem and the stages at
+    stride 2 and 4 (timm's ``feature_info``), or the whole base when the model does not
+    describe its stages.
+
+    Edges and textures at full and half resolution transfer from ImageNet as they are; the
+    stages after them are where a new domain differs. Keeping the early stages frozen also
+    spares their backward pass, the most expensive one on a CPU, and their activations (peak
+    RSS at batch 32, 224 px: +1.6 GB instead of +3.3 GB). On the demo split it halved the
+    best validation loss (0.139 -> 0.070) against training the whole base.
+    """
+    bb = network.backbone
+    if hasattr(bb, "blocks"):
+        names = [f"blocks.{i}" for i in range(len(bb.blocks))]
+    elif hasattr(bb, "features"):
+        names = [f"features.{i}" for i in range(len(bb.features))]
+    else:
+        names = [n for n, _ in bb.named_children()]
+    try:
+        early = [str(f["module"]) for f in bb.feature_info if int(f["reduction"]) <= 4]
+    except (AttributeError, TypeError, KeyError, ValueError):
+        return -1
+    idx = [names.index(m) for m in early if m in names]
+    if not idx or max(idx) + 1 >= len(names):
+        return -1
+    return len(names) - (max(idx) + 1)
 
 
 def _unfreeze_top(network: Network, k: int, dry_run: bool = False) -> str:
