@@ -7,8 +7,8 @@ system obeys), same batch size 32, same augmentation family:
 (a) seed CNN at 180 px, 3 epochs: inspectnet ``train(approach="scratch")`` vs Keras
     ``Sequential`` + ``model.fit`` on ``tf.data`` (``bench/keras_seed_cnn.py`` in
     ``bench/.venv-tf``) vs a minimal fp32 eager NCHW loop (``bench/minimal_torch.py seed``);
-(b) efficientnet_lite0 fine-tuning at 224 px, 2 epochs, all layers trainable: inspectnet's
-    joint stage vs a minimal fp32 eager loop (BatchNorm in train mode, AdamW, NCHW, default
+(b) efficientnet_lite0 fine-tuning at 224 px, 2 epochs: inspectnet's joint stage with its
+    defaults (stem and stride-2/4 stages frozen) vs a minimal fp32 eager loop training all layers (BatchNorm in train mode, AdamW, NCHW, default
     malloc); warm-epoch images/s and argmax accuracy on the same test split;
 (c) feature extraction images/s at 224 px (inspectnet's ``extract_features``: channels-last,
     inference_mode; ONNX Runtime on the exported run) and the seed CNN run's first epoch
@@ -238,7 +238,7 @@ def part_b(root: Path, manifest: Path, epochs: int) -> tuple[list[dict[str, Any]
                       "--epochs", str(epochs), "--batch-size", "32"], {"INSPECTNET_MALLOC": "default"})
     rows = []
     for label, r, total in (
-        ("inspectnet finetune joint stage (channels-last, tuned malloc, BN frozen, head first)", insp,
+        ("inspectnet finetune joint stage (defaults: top 5 of 7 blocks, channels-last, tuned malloc, BN frozen, head first)", insp,
          insp["train_seconds"]),
         ("minimal torch loop: fp32 eager NCHW, BN train mode, AdamW, default malloc", mini,
          sum(mini["epoch_seconds"])),
@@ -452,7 +452,7 @@ def main() -> None:
         rows += b_rows
         print_table(b_rows, ["system", "train_images", "epoch_seconds", "warm_epoch_s", "images_per_s",
                              "inspectnet_speedup", "test_acc", "train_seconds_total", "load1"],
-                    "(b) efficientnet_lite0 fine-tuning, 224 px, batch 32, all layers — warm epoch")
+                    "(b) efficientnet_lite0 fine-tuning, 224 px, batch 32, each system's recipe — warm epoch")
     if "c" in args.parts:
         c_rows = part_c(root, root / f"{m_b.stem}.npz", root / "b-inspectnet", a_info, reps=2)
         rows += c_rows

@@ -229,3 +229,22 @@ def test_localization_reads_the_synth_manifest_and_threshold(loc_case) -> None:
     # p(damaged) of these images is about 0.53: a threshold above it flags none.
     r = localization_scores(_BrightIsDamage(), images, labels, paths, data, 1, 32, threshold=0.9)
     assert r["n_flagged"] == 0 and r["pointing_game"] is None
+
+
+def test_report_finds_the_masks_behind_a_runs_split_csv(loc_case, tmp_path: Path) -> None:
+    # compare hands the first run's split.csv to the others; their reports must still find
+    # the data folder's masks from the image paths in it.
+    from inspectnet.evaluate.report import _auto_masks
+
+    _, _, paths, data = loc_case
+    run = tmp_path / "runs" / "features"
+    run.mkdir(parents=True)
+    with (run / "split.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        w.writerow([str(paths[0]), "damaged", "train"])
+    assert _auto_masks(run / "split.csv") == data
+    (data / "masks" / "d1.png").unlink()
+    (data / "masks" / "d2.png").unlink()
+    (data / "masks").rmdir()
+    assert _auto_masks(run / "split.csv") is None

@@ -267,8 +267,18 @@ def _auto_masks(data: str | Path | None) -> Path | None:
     manifest = p if p.is_file() else root / "manifest.csv"
     if manifest.is_file():
         with manifest.open(newline="", encoding="utf-8-sig") as f:
-            if "mask" in (csv.DictReader(f).fieldnames or []):
+            reader = csv.DictReader(f)
+            if "mask" in (reader.fieldnames or []):
                 return manifest
+            first = next(reader, None) if "path" in (reader.fieldnames or []) else None
+        if first and first.get("path") and p.is_file():
+            # A run's split.csv (how compare hands one split to every approach): look
+            # beside the images, whose data folder holds the masks.
+            img = Path(first["path"])
+            img = img if img.is_absolute() else manifest.parent / img
+            for cand in (img.parent.parent, img.parent):
+                if cand != root and (cand / "masks").is_dir():
+                    return cand
     return None
 
 
