@@ -199,7 +199,7 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
             resume: bool = typer.Option(False, "--resume", help="Skip the files already in --output; append the rest."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
             shard: Optional[str] = typer.Option(None, "--shard", help="i/n: the i-th of n disjoint slices (1-based) of the sorted inputs."),
-            cam: Optional[Path] = typer.Option(None, "--cam", help="Folder for Grad-CAM overlays (torch engine)."),
+            cam: Optional[Path] = typer.Option(None, "--cam", help="Folder for LayerCAM heatmap overlays (torch engine)."),
             progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on for 100+ images).")) -> None:
     """Classify images with a trained run."""
     from .export import make_predictor
@@ -371,7 +371,7 @@ def explain(run: Path = typer.Argument(..., help="Run folder."),
             out_dir: Path = typer.Option(Path("explain"), "--out", "-o"),
             layer: Optional[str] = typer.Option(None, "--layer", help="Feature maps of this layer (names from `inspectnet summary`)."),
             device: str = typer.Option("cpu", "--device")) -> None:
-    """Grad-CAM and Grad-CAM++ overlays, first-layer filters and feature maps, per image."""
+    """Grad-CAM, Grad-CAM++ and LayerCAM overlays, first-layer filters and feature maps, per image."""
     from .bundle import load_model
     from .data.decode import decode_image, resize_uint8
     from .explain import explain_image

@@ -361,7 +361,8 @@ def _confusion(metrics: dict[str, Any], classes: list[str]) -> dict[str, Any] | 
 
 def _gallery(d: ReportData) -> dict[str, list[dict[str, Any]]]:
     """Misclassified (most confidently wrong first) and least confident correct images,
-    each with its Grad-CAM for the positive class laid over it."""
+    each with its LayerCAM for the positive class laid over it (the heatmap that pointed at
+    the damage most often on the synthetic masks; see ``explain.gradcam``)."""
     from ..explain.gradcam import grad_cam_batch
     from ..explain.overlay import overlay_heatmap
 
@@ -380,7 +381,8 @@ def _gallery(d: ReportData) -> dict[str, list[dict[str, Any]]]:
         return {"wrong": [], "unsure": [], "n_wrong": 0}
     pos = d.classes.index(d.positive)
     x = d.images[torch.as_tensor(chosen)]
-    cams = grad_cam_batch(d.network, x.float().div(255).contiguous(memory_format=torch.channels_last), pos)
+    cams = grad_cam_batch(d.network, x.float().div(255).contiguous(memory_format=torch.channels_last), pos,
+                          method="layercam")
     masks = _mask_index(d.masks)
     items = []
     for k, i in enumerate(chosen):

@@ -4,7 +4,7 @@ Endpoints:
 
 - ``POST /v1/predict``: multipart upload, one or many images under the field ``files``;
   a JSON result per image (class, probabilities, verdict, review flag, threshold,
-  timings); ``?cam=true`` adds a base64 PNG Grad-CAM heatmap of the positive class;
+  timings); ``?cam=true`` adds a base64 PNG LayerCAM heatmap of the positive class;
 - ``GET /v1/model``: the model card plus the service limits;
 - ``GET /healthz`` (process alive), ``GET /readyz`` (model loaded and warmed up);
 - ``GET /docs`` (OpenAPI UI), ``GET /`` (the web page, ``static/``).
@@ -323,7 +323,7 @@ def create_app(run: str | Path, engine: str = "auto", token: str | None = None, 
                          415: {"description": "not multipart, or a file that is not an image"},
                          422: {"description": "empty, truncated or missing file"},
                          503: {"description": "queue full or warming up; see Retry-After"}})
-    async def predict(request: Request, cam: bool = Query(False, description="Add a Grad-CAM heatmap (base64 PNG).")
+    async def predict(request: Request, cam: bool = Query(False, description="Add a LayerCAM heatmap of the positive class (base64 PNG).")
                       ) -> JSONResponse:
         """Classify one or more uploaded images (multipart field ``files``)."""
         ctype = request.headers.get("content-type", "")
