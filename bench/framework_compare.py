@@ -262,6 +262,12 @@ def _best_rate(fn, n_images: int, reps: int) -> float:  # noqa: ANN001
     return n_images / best
 
 
+def rate_row(measure: str, rate: float) -> dict[str, Any]:
+    """A part (c) row: images/s against the feature-extraction target, with the load now."""
+    return {"part": "c", "measure": measure, "images_per_s": round(rate, 1), "target": TARGETS["features_ips"],
+            "met": rate >= TARGETS["features_ips"], "load1": load1()}
+
+
 def part_c(root: Path, ft_npz: Path, ft_run: Path, a_info: dict[str, Any], reps: int) -> list[dict[str, Any]]:
     import torch
 
@@ -284,18 +290,14 @@ def part_c(root: Path, ft_npz: Path, ft_run: Path, a_info: dict[str, Any], reps:
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         net(torch.rand(1, 3, 224, 224))
     gflop = fc.get_total_flops() / 1e9
-    rows.append({"part": "c", "measure": f"limit now: fp32 matmul {gf:.0f} GFLOP/s / {gflop:.2f} GFLOP per image",
-                 "images_per_s": round(gf / gflop, 1), "target": TARGETS["features_ips"],
-                 "met": gf / gflop >= TARGETS["features_ips"], "load1": load1()})
+    rows.append(rate_row(f"limit now: fp32 matmul {gf:.0f} GFLOP/s / {gflop:.2f} GFLOP per image", gf / gflop))
     net_cl = net.to(memory_format=torch.channels_last)
 
     def cl() -> None:
         extract_features(net_cl, x, progress=False)
 
-    rate_cl = _best_rate(cl, n, reps)
-    rows.append({"part": "c", "measure": "features: torch channels-last inference_mode (extract_features, batch 64)",
-                 "images_per_s": round(rate_cl, 1), "target": TARGETS["features_ips"],
-                 "met": rate_cl >= TARGETS["features_ips"], "load1": load1()})
+    rows.append(rate_row("features: torch channels-last inference_mode (extract_features, batch 64)",
+                         _best_rate(cl, n, reps)))
 
     net_nchw = create_model("efficientnet_lite0", 2, pretrained=True, img_size=224).eval()
 
@@ -304,9 +306,7 @@ def part_c(root: Path, ft_npz: Path, ft_run: Path, a_info: dict[str, Any], reps:
         for s in range(0, n, 64):
             net_nchw.pooled_features(x[s : s + 64].float().div(255))
 
-    rate = _best_rate(nchw, n, reps)
-    rows.append({"part": "c", "measure": "features: torch NCHW inference_mode (reference)", "images_per_s": round(rate, 1),
-                 "target": TARGETS["features_ips"], "met": rate >= TARGETS["features_ips"], "load1": load1()})
+    rows.append(rate_row("features: torch NCHW inference_mode (reference)", _best_rate(nchw, n, reps)))
 
     @torch.inference_mode()
     def bf16() -> None:
@@ -315,10 +315,8 @@ def part_c(root: Path, ft_npz: Path, ft_run: Path, a_info: dict[str, Any], reps:
                 net_cl.pooled_features(x[s : s + 64].float().div(255).contiguous(memory_format=torch.channels_last))
 
     try:
-        rate = _best_rate(bf16, n, reps)
-        rows.append({"part": "c", "measure": "features: torch channels-last + bf16 autocast (not in inspectnet)",
-                     "images_per_s": round(rate, 1), "target": TARGETS["features_ips"],
-                     "met": rate >= TARGETS["features_ips"], "load1": load1()})
+        rows.append(rate_row("features: torch channels-last + bf16 autocast (not in inspectnet)",
+                             _best_rate(bf16, n, reps)))
     except Exception as e:  # noqa: BLE001
         rows.append({"part": "c", "measure": "features: bf16 autocast", "note": f"failed: {e}"})
 
@@ -333,10 +331,8 @@ def part_c(root: Path, ft_npz: Path, ft_run: Path, a_info: dict[str, Any], reps:
             for s in range(0, n, 32):
                 pred.logits(xf[s : s + 32])
 
-        rate = _best_rate(ort, n, reps)
-        rows.append({"part": "c", "measure": "ONNX Runtime, whole network (logits), batch 32, float input ready",
-                     "images_per_s": round(rate, 1), "target": TARGETS["features_ips"],
-                     "met": rate >= TARGETS["features_ips"], "load1": load1()})
+        rows.append(rate_row("ONNX Runtime, whole network (logits), batch 32, float input ready",
+                             _best_rate(ort, n, reps)))
     except Exception as e:  # noqa: BLE001
         rows.append({"part": "c", "measure": "ONNX Runtime", "note": f"failed: {type(e).__name__}: {e}"})
 
