@@ -223,6 +223,9 @@ def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedIm
                 raise KeyboardInterrupt from None
             raise
     best.restore(network)
+    # Lightning's teardown moves a GPU-trained module back to the CPU; evaluation, the report
+    # and the next stage run on ``device`` (found by bench/cuda_check.py on an H200).
+    network.to(device)
     return history.rows, best.best_epoch, best.best_score
 
 
