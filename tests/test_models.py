@@ -77,3 +77,31 @@ def test_finetune_keeps_the_stem_and_early_stages_frozen_by_default(name, frozen
     for prefix in trained:
         assert all(v for n, v in grads.items() if n.startswith(prefix + ".")), prefix
     assert auto_unfreeze(create_model("seed-cnn", 2, pretrained=False, img_size=64)) == -1  # no stages: all
+
+
+def test_catavgmax_pool_sees_a_small_spot_that_averaging_dilutes_and_round_trips(tmp_path) -> None:
+    from inspectnet.bundle import ModelCard, load_model, save_bundle
+
+    net = create_model("efficientnet_lite0", 2, pretrained=False, pool="catavgmax").eval()
+    clf = net.get_classifier()
+    assert clf.in_features == 2 * net.num_features
+    fmap = torch.zeros(1, net.num_features, 8, 8)
+    fmap[0, 0, 3, 3] = 64.0  # one hot cell: its average is 1, its max 64
+    with torch.no_grad():
+        pooled = net.forward_head(fmap, pre_logits=True)
+    assert pooled[0, 0].item() == pytest.approx(1.0) and pooled[0, net.num_features].item() == pytest.approx(64.0)
+    net.reset_classifier(3)  # a new head keeps the pooling (timm's default argument would not)
+    assert net.get_classifier().in_features == 2 * net.num_features
+    net.reset_classifier(2)
+    card = ModelCard(architecture="efficientnet_lite0", classes=["damaged", "intact"], positive_class="damaged",
+                     img_size=64, mean=[0.5] * 3, std=[0.5] * 3, pool="catavgmax")
+    save_bundle(tmp_path, net, card)
+    back = load_model(tmp_path)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(back.network(x), net(x))
+
+
+def test_pool_on_a_model_without_pooling_names_the_fix() -> None:
+    with pytest.raises(ModelError, match="--pool avg"):
+        create_model("seed-cnn", 2, pool="catavgmax")

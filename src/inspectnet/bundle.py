@@ -35,6 +35,7 @@ class ModelCard:
     threshold: float = 0.5
     tta_views: int = 1  # flip/rot90 views averaged per image when the threshold was chosen
     channels: int = 3
+    pool: str = "avg"  # global pooling in front of the classifier (config ``pool``)
     input: str = "float32 RGB in [0,1], NCHW; normalisation is inside the network"
     approach: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -122,7 +123,8 @@ def load_model(run: str | Path, device: str | torch.device = "cpu") -> LoadedMod
     wpath = d / "weights.safetensors"
     if not wpath.is_file():
         raise ModelError(f"{wpath} is missing; the bundle is incomplete")
-    network = create_model(card.architecture, len(card.classes), pretrained=False, img_size=card.img_size)
+    network = create_model(card.architecture, len(card.classes), pretrained=False, img_size=card.img_size,
+                           pool=card.pool)
     try:
         state = load_file(str(wpath))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files

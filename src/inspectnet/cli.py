@@ -118,6 +118,7 @@ def train(
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping patience (0 = off)."),
     tta_views: Optional[int] = typer.Option(None, "--tta-views", help="Flip/rot90 views averaged: 1, 2, 4 or 8."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | 32 | bf16 (bf16 autocast; auto: from scratch on a CPU with native bf16, or a bf16 GPU)."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="features/finetune: auto | avg | catavgmax (average and max pooling side by side; auto = catavgmax)."),
     target_recall: Optional[float] = typer.Option(None, "--target-recall"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in RUN/skipped.csv)."),
     allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Train although images repeat across splits."),
@@ -141,7 +142,7 @@ def train(
                    approach=approach, model=model, weights=weights, epochs=epochs, img_size=img_size,
                    batch_size=batch_size, lr=lr, optimizer=optimizer, unfreeze=unfreeze, seed=seed, device=device,
                    positive=positive, patience=patience, tta_views=tta_views, target_recall=target_recall,
-                   precision=precision, skip_bad=skip_bad or None, allow_leakage=allow_leakage or None, devices=devices,
+                   precision=precision, pool=pool, skip_bad=skip_bad or None, allow_leakage=allow_leakage or None, devices=devices,
                    num_nodes=num_nodes, strategy=strategy, cache_mb=cache_mb)
     if not res.is_global_zero:
         return  # another rank of a DDP job: rank 0 reports

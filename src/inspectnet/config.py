@@ -18,6 +18,7 @@ from .errors import ConfigError
 APPROACHES = ("scratch", "features", "finetune")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
+POOLS = ("auto", "avg", "catavgmax")
 
 
 @dataclass
@@ -55,6 +56,11 @@ class TrainConfig:
             approaches (interpolated rotations shift the statistics the head was fitted on).
         tta_views: Views averaged at feature extraction/evaluation (1, 2, 4 or 8 of the
             flip/rot90 group; top-view photos of parts have no "up").
+        pool: Global pooling before the classifier of a pretrained backbone: ``avg`` (the
+            ImageNet head), ``catavgmax`` (average and max pooled side by side: a small
+            defect that averaging dilutes into the background still reaches the head, as in
+            fast.ai's default transfer head) or ``auto`` = ``catavgmax`` for the ``features``
+            and ``finetune`` approaches. The seed CNN flattens and has no pooling.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``32``, ``bf16`` (bfloat16 autocast, fp32 weights) or ``auto``: bf16 when
             training from scratch on a CPU with native bf16 (AVX-512 BF16 / AMX: the seed CNN
@@ -97,6 +103,7 @@ class TrainConfig:
     augment_zoom: float | None = None
     tta_views: int = 1
     precision: str = "auto"
+    pool: str = "auto"
     device: str = "auto"
     skip_bad: bool = False
     allow_leakage: bool = False
@@ -121,6 +128,7 @@ class TrainConfig:
         one_of("device", DEVICES)
         one_of("class_weights", ("auto", "on", "off"))
         one_of("precision", ("auto", "32", "bf16"))
+        one_of("pool", POOLS)
         if self.epochs < 1:
             raise ConfigError(f"epochs={self.epochs} must be at least 1")
         if self.batch_size < 1:

@@ -14,9 +14,11 @@ import torch.nn as nn
 class Network(nn.Module):
     """``backbone`` with a normalisation layer, exposing the same classifier contract."""
 
-    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
+                 pool: str = "avg") -> None:
         super().__init__()
         self.backbone = backbone
+        self.pool = pool  # timm global-pool type in front of the classifier
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -44,4 +46,7 @@ class Network(nn.Module):
         return self.backbone.get_classifier()
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.backbone.reset_classifier(num_classes)
+        if self.pool == "avg":
+            self.backbone.reset_classifier(num_classes)
+        else:  # timm's default argument would silently put average pooling back
+            self.backbone.reset_classifier(num_classes, global_pool=self.pool)

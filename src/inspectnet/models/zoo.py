@@ -95,6 +95,7 @@ def create_model(
     num_classes: int,
     pretrained: bool | str = True,
     img_size: int | None = None,
+    pool: str = "avg",
 ) -> Network:
     """Build a model by registry name (or any timm name), wrapped with its normalisation.
 
@@ -107,6 +108,8 @@ def create_model(
             or a path to a local state dict (``.pth`` read with ``weights_only=True``, or
             ``.safetensors``).
         img_size: Input size; only the seed CNN's shape depends on it.
+        pool: Global pooling in front of the classifier: ``avg`` or ``catavgmax`` (timm's
+            pool types; the classifier then takes twice ``num_features``).
 
     Raises:
         ModelError: unknown name (with the valid ones) or weights that do not fit.
@@ -129,9 +132,13 @@ def create_model(
 
         # Downloads happen only when the user explicitly asked for --weights hub.
         model = timm.create_model(n, pretrained=(pretrained == "hub"), num_classes=num_classes)
+    if pool != "avg":
+        if not isinstance(getattr(model, "global_pool", None), nn.Module):
+            raise ModelError(f"{n} has no global pooling layer to set to {pool!r}; use --pool avg")
+        model.reset_classifier(num_classes, global_pool=pool)
     if weights_file is not None:
         _load_file_into(model, weights_file)
-    return Network(model, info.mean, info.std)
+    return Network(model, info.mean, info.std, pool=pool)
 
 
 def _load_file_into(model: nn.Module, path: Path) -> None:

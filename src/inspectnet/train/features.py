@@ -49,7 +49,9 @@ def extract_features(
         out.append((torch.stack(per_view, 1) if keep_views else sum(per_view) / views).cpu())
     network.train(was_training)
     if not out:
-        return torch.empty((0, views, network.num_features) if keep_views else (0, network.num_features))
+        clf = network.get_classifier()
+        dim = clf.in_features if isinstance(clf, nn.Linear) else network.num_features
+        return torch.empty((0, views, dim) if keep_views else (0, dim))
     return torch.cat(out)
 
 

@@ -30,7 +30,7 @@ from ..data.doctor import cheap_checks, check_leakage
 from ..data.cache import CachedImages, build_cache, fingerprint
 from ..data.sources import discover
 from ..data.split import check_split, counts_table, stratified_split, write_split_csv
-from ..errors import ConfigError, TrainingInterrupted
+from ..errors import ConfigError, ModelError, TrainingInterrupted
 from ..evaluate.metrics import pick_positive, threshold_for_recall
 from ..evaluate.run import full_metrics, predict_probs
 from ..io import atomic_write_json, atomic_write_text
@@ -350,6 +350,9 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
         cfg.augment_zoom = 0.1 if scratch else 0.0
     device = resolve_device(cfg.device)
     cfg.precision = resolve_precision(cfg, device)
+    pool_auto = cfg.pool == "auto"
+    if pool_auto:
+        cfg.pool = "avg" if scratch or info.name == "seed-cnn" else "catavgmax"
     if rank0:
         write_split_csv(samples, run_dir / "split.csv")
         cfg.save(run_dir / "config.yaml")
@@ -385,7 +388,17 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     cw = class_weights_for(cfg, [int((cache["train"].labels == i).sum()) for i in range(n_classes)])
     if cw is not None:
         _say(f"  class-weighted loss: {dict(zip(classes, [round(float(v), 3) for v in cw]))}", quiet)
-    network = create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size)
+    try:
+        network = create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size,
+                               pool=cfg.pool)
+    except ModelError:
+        if not (pool_auto and cfg.pool != "avg"):
+            raise
+        # A backbone without a pooling module (a transformer's token pooling): keep its own.
+        cfg.pool = "avg"
+        network = create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size)
+        if rank0:
+            cfg.save(run_dir / "config.yaml")
     network.to(device).to(memory_format=torch.channels_last)
     history: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -483,7 +496,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     card = ModelCard(
         architecture=info.name, classes=classes, positive_class=positive, img_size=cfg.img_size,
         mean=network.mean.flatten().tolist(), std=network.std.flatten().tolist(), threshold=threshold,
-        tta_views=eval_views,
+        tta_views=eval_views, pool=cfg.pool,
         approach=cfg.approach,
         metrics={k: metrics.get(k) for k in ("split", "n", "accuracy", "balanced_accuracy", "f1_positive",
                                               "recall_positive", "roc_auc")},
