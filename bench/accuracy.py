@@ -33,12 +33,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--approaches", nargs="+", default=[a[0] for a in APPROACHES])
+    ap.add_argument("--sets", nargs="+", default=None, help="data sets to run (default: all of the mode)")
+    ap.add_argument("--name", default="accuracy", help="results file bench/results/NAME.json")
     args = ap.parse_args()
     n = args.n or (300 if args.quick else 600)
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     sets = [("hard", 0.5, False), ("hard-imbalanced", 0.2, False)]
     if not args.quick:
         sets += [("hard-gray", 0.5, True), ("hard-gray-imbalanced", 0.2, True)]
+    if args.sets:
+        known = {s[0]: s for s in sets + [("hard-gray", 0.5, True), ("hard-gray-imbalanced", 0.2, True)]}
+        sets = [known[name] for name in args.sets]
 
     from inspectnet.synth import generate
     from inspectnet.train.fit import train
@@ -71,7 +76,7 @@ def main() -> None:
     print_table(rows, ["data", "approach", "model", "seeds", "accuracy", "accuracy_std", "balanced_accuracy",
                        "balanced_accuracy_std", "f1_positive", "f1_positive_std", "seconds"],
                 "accuracy of the defaults (test split, mean ± std over seeds)")
-    print(f"written: {write_results('accuracy', rows, {'n': n, 'seeds': seeds})}")
+    print(f"written: {write_results(args.name, rows, {'n': n, 'seeds': seeds})}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ class TrainConfig:
             ImageNet head), ``catavgmax`` (average and max pooled side by side: a small
             defect that averaging dilutes into the background still reaches the head, as in
             fast.ai's default transfer head) or ``auto`` = ``catavgmax`` for the ``features``
-            and ``finetune`` approaches. The seed CNN flattens and has no pooling.
+            approach, ``avg`` otherwise (fine-tuning through the max-pooled half lost to its
+            own head on validation). The seed CNN flattens and has no pooling.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``32``, ``bf16`` (bfloat16 autocast, fp32 weights) or ``auto``: bf16 when
             training from scratch on a CPU with native bf16 (AVX-512 BF16 / AMX: the seed CNN
