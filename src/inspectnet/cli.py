@@ -117,7 +117,7 @@ def train(
     positive: Optional[str] = typer.Option(None, "--positive", help="Positive class (default damaged/defective or minority)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping patience (0 = off)."),
     tta_views: Optional[int] = typer.Option(None, "--tta-views", help="Flip/rot90 views averaged: 1, 2, 4 or 8."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto | 32 | bf16 (bf16 autocast; auto: from scratch on a CPU with native bf16, or a bf16 GPU)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto | 32 | bf16 (bf16 autocast; auto: bf16 from scratch where the CPU or GPU has native bf16, fp32 for features/finetune)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pooling in front of a pretrained head: auto | avg | catavgmax (average and max side by side; auto: catavgmax for features, avg otherwise)."),
     target_recall: Optional[float] = typer.Option(None, "--target-recall"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in RUN/skipped.csv)."),

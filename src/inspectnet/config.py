@@ -64,9 +64,10 @@ class TrainConfig:
             own head on validation). The seed CNN flattens and has no pooling.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``32``, ``bf16`` (bfloat16 autocast, fp32 weights) or ``auto``: bf16 when
-            training from scratch on a CPU with native bf16 (AVX-512 BF16 / AMX: the seed CNN
-            trains 1.65x faster per step) and on GPUs with bf16, fp32 otherwise (fine-tuning
-            Lite0 on the CPU gained nothing from it: its depthwise convolutions stay fp32-bound).
+            training from scratch where bf16 is native (AVX-512 BF16 / AMX CPUs: the seed CNN
+            trains 1.65x faster per step; bf16 GPUs), fp32 for the pretrained approaches
+            (Lite0's depthwise convolutions gained nothing from it on the CPU, and a Lite0 train
+            step on an H200 ran 4-14% slower in bf16: bench/cuda_check.py).
         skip_bad: Skip unreadable images (listed in ``RUN/skipped.csv``) instead of stopping.
         allow_leakage: Train even when the same image content sits in two splits.
         target_recall: Recall of the positive class that the inspection threshold aims for.

@@ -104,7 +104,7 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
         return cfg.precision
     if not bf16_native(device):
         return "32"
-    return "bf16" if device.type == "cuda" or cfg.approach == "scratch" else "32"
+    return "bf16" if cfg.approach == "scratch" else "32"
 
 
 def class_weights_for(cfg: TrainConfig, counts: list[int]) -> torch.Tensor | None:
