@@ -105,3 +105,35 @@ def test_catavgmax_pool_sees_a_small_spot_that_averaging_dilutes_and_round_trips
 def test_pool_on_a_model_without_pooling_names_the_fix() -> None:
     with pytest.raises(ModelError, match="--pool avg"):
         create_model("seed-cnn", 2, pool="catavgmax")
+
+
+def test_mid_pool_adds_the_block_before_the_head_and_exports(tmp_path) -> None:
+    from inspectnet.bundle import ModelCard, load_model, save_bundle
+    from inspectnet.export import OnnxPredictor, export_onnx
+
+    net = create_model("efficientnet_lite0", 2, pretrained=False, pool="catavgmax-mid").eval()
+    last = net.backbone.num_features
+    assert net.num_features == last + net.tap_channels and net.tap_channels > 0
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        fmap = net.forward_features(x)
+        final = net.backbone.forward_features(net.normalize(x))
+    assert fmap.shape[1] == net.num_features
+    assert torch.allclose(fmap[:, :last], final, atol=1e-5)  # the last map is unchanged, the tap comes after
+    assert net.get_classifier().in_features == 2 * net.num_features
+    net.reset_classifier(2)
+    assert net.get_classifier().in_features == 2 * net.num_features
+    card = ModelCard(architecture="efficientnet_lite0", classes=["damaged", "intact"], positive_class="damaged",
+                     img_size=64, mean=[0.5] * 3, std=[0.5] * 3, pool="catavgmax-mid")
+    save_bundle(tmp_path, net, card)
+    back = load_model(tmp_path).network
+    with torch.no_grad():
+        assert torch.equal(back(x), net(x))
+    export_onnx(tmp_path)  # checks ONNX Runtime against torch itself
+    logits = OnnxPredictor(tmp_path).logits(x.numpy())
+    assert torch.allclose(torch.from_numpy(logits), net(x).detach(), atol=1e-4)
+
+
+def test_mid_pool_needs_a_block_list() -> None:
+    with pytest.raises(ModelError, match="--pool catavgmax"):
+        create_model("resnet18", 2, pretrained=False, pool="catavgmax-mid")

@@ -118,7 +118,7 @@ def train(
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping patience (0 = off)."),
     tta_views: Optional[int] = typer.Option(None, "--tta-views", help="Flip/rot90 views averaged: 1, 2, 4 or 8."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | 32 | bf16 (bf16 autocast; auto: bf16 from scratch where the CPU or GPU has native bf16, fp32 for features/finetune)."),
-    pool: Optional[str] = typer.Option(None, "--pool", help="Pooling in front of a pretrained head: auto | avg | catavgmax (average and max side by side; auto: catavgmax for features, avg otherwise)."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Pooling in front of a pretrained head: auto | avg | catavgmax | catavgmax-mid (average and max side by side, of the last map and the block before it; auto: catavgmax-mid for features, avg otherwise)."),
     target_recall: Optional[float] = typer.Option(None, "--target-recall"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in RUN/skipped.csv)."),
     allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Train although images repeat across splits."),

@@ -18,7 +18,7 @@ from .errors import ConfigError
 APPROACHES = ("scratch", "features", "finetune")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
-POOLS = ("auto", "avg", "catavgmax")
+POOLS = ("auto", "avg", "catavgmax", "catavgmax-mid")
 
 
 @dataclass
@@ -59,9 +59,13 @@ class TrainConfig:
         pool: Global pooling before the classifier of a pretrained backbone: ``avg`` (the
             ImageNet head), ``catavgmax`` (average and max pooled side by side: a small
             defect that averaging dilutes into the background still reaches the head, as in
-            fast.ai's default transfer head) or ``auto`` = ``catavgmax`` for the ``features``
-            approach, ``avg`` otherwise (fine-tuning through the max-pooled half lost to its
-            own head on validation). The seed CNN flattens and has no pooling.
+            fast.ai's default transfer head), ``catavgmax-mid`` (the same over the last map
+            and the output of the block before it, whose mid-level features are less
+            ImageNet-specific; EfficientNet-style backbones) or ``auto`` = ``catavgmax-mid``
+            for the ``features`` approach (falling back to ``catavgmax``/``avg`` where a
+            backbone lacks what it needs), ``avg`` otherwise (fine-tuning through the
+            max-pooled half lost to its own head on validation). The seed CNN flattens and
+            has no pooling.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``32``, ``bf16`` (bfloat16 autocast, fp32 weights) or ``auto``: bf16 when
             training from scratch where bf16 is native (AVX-512 BF16 / AMX CPUs: the seed CNN

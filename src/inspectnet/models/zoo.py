@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelError
-from .network import Network
+from .network import MID_POOL, Network, timm_pool
 from .registry import ModelInfo, canonical_name, model_info, register_model
 from .seed_cnn import SeedCNN
 
@@ -108,8 +108,9 @@ def create_model(
             or a path to a local state dict (``.pth`` read with ``weights_only=True``, or
             ``.safetensors``).
         img_size: Input size; only the seed CNN's shape depends on it.
-        pool: Global pooling in front of the classifier: ``avg`` or ``catavgmax`` (timm's
-            pool types; the classifier then takes twice ``num_features``).
+        pool: Global pooling in front of the classifier: ``avg``, ``catavgmax`` (timm's pool
+            types; the classifier then takes twice ``num_features``) or ``catavgmax-mid``
+            (EfficientNet-style block lists: the block before the last joins the pooled map).
 
     Raises:
         ModelError: unknown name (with the valid ones) or weights that do not fit.
@@ -135,7 +136,10 @@ def create_model(
     if pool != "avg":
         if not isinstance(getattr(model, "global_pool", None), nn.Module):
             raise ModelError(f"{n} has no global pooling layer to set to {pool!r}; use --pool avg")
-        model.reset_classifier(num_classes, global_pool=pool)
+        if pool == MID_POOL and not (hasattr(model, "blocks") and hasattr(model, "forward_intermediates")
+                                     and isinstance(getattr(model, "classifier", None), nn.Linear)):
+            raise ModelError(f"{n} has no block list to tap for {pool!r}; use --pool catavgmax")
+        model.reset_classifier(num_classes, global_pool=timm_pool(pool))
     if weights_file is not None:
         _load_file_into(model, weights_file)
     return Network(model, info.mean, info.std, pool=pool)

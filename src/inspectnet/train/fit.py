@@ -354,7 +354,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     if pool_auto:
         # Features only: with the max-pooled half the joint stage of finetune never beat its own
         # head on validation (hard set, 3 seeds, 5 epochs), so finetune keeps the ImageNet head.
-        cfg.pool = "catavgmax" if cfg.approach == "features" and info.name != "seed-cnn" else "avg"
+        cfg.pool = "catavgmax-mid" if cfg.approach == "features" and info.name != "seed-cnn" else "avg"
     if rank0:
         write_split_csv(samples, run_dir / "split.csv")
         cfg.save(run_dir / "config.yaml")
@@ -390,15 +390,19 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     cw = class_weights_for(cfg, [int((cache["train"].labels == i).sum()) for i in range(n_classes)])
     if cw is not None:
         _say(f"  class-weighted loss: {dict(zip(classes, [round(float(v), 3) for v in cw]))}", quiet)
-    try:
-        network = create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size,
-                               pool=cfg.pool)
-    except ModelError:
-        if not (pool_auto and cfg.pool != "avg"):
-            raise
-        # A backbone without a pooling module (a transformer's token pooling): keep its own.
-        cfg.pool = "avg"
-        network = create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size)
+    # "auto" falls back along the chain where a backbone lacks what a pool needs (a block list
+    # to tap, a pooling module: a transformer pools its own tokens).
+    chain = ["catavgmax-mid", "catavgmax", "avg"] if pool_auto else [cfg.pool]
+    for pool in chain[chain.index(cfg.pool):]:
+        try:
+            network = create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size,
+                                   pool=pool)
+            break
+        except ModelError:
+            if pool == chain[-1]:
+                raise
+    if pool != cfg.pool:
+        cfg.pool = pool
         if rank0:
             cfg.save(run_dir / "config.yaml")
     network.to(device).to(memory_format=torch.channels_last)
