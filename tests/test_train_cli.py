@@ -149,3 +149,17 @@ def test_summary_prints_keras_style_table() -> None:
 def test_missing_data_path_is_clear(tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(tmp_path / "nope"), "--quiet"])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_features_pool_auto_falls_back_where_the_backbone_has_no_block_list(tmp_path: Path) -> None:
+    from inspectnet.train.fit import train
+
+    data = make_toy_set(tmp_path / "data", n_per_class=10, size=32)
+    lite = train(data, out=tmp_path / "lite", approach="features", model="efficientnet_lite0", img_size=32,
+                 weights="none", quiet=True)
+    res = train(data, out=tmp_path / "resnet", approach="features", model="resnet18", img_size=32,
+                weights="none", quiet=True)
+    # Lite0 has a block list to tap; ResNet has none, so auto settles on average+max of its last map.
+    assert lite.config.pool == "catavgmax-mid" and res.config.pool == "catavgmax"
+    assert yaml.safe_load((tmp_path / "resnet" / "config.yaml").read_text())["pool"] == "catavgmax"
+    assert load_model(tmp_path / "resnet").card.pool == "catavgmax"
