@@ -16,15 +16,13 @@ ROW_KEYS = ("approach", "model", "params_trainable", "params_total", "epochs", "
 
 def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epochs: int = 15,
             finetune_epochs: int = 8, model: str = "efficientnet_lite0", img_size: int | None = None,
-            scratch_img_size: int | None = None, finetune_img_size: int | None = None, seed: int = 0,
-            quiet: bool = False,
+            scratch_img_size: int | None = None, seed: int = 0, quiet: bool = False,
             approaches: tuple[str, ...] = ("scratch", "features", "finetune"), **common: Any) -> list[dict[str, Any]]:
     """Train each approach on the same seeded split; write ``compare.json/.md/.png``.
 
     The split is made once by the first run and passed to the others as its ``split.csv``,
     so every approach sees exactly the same train/val/test images. ``img_size`` is the
-    pretrained approaches' input size; ``scratch_img_size`` and ``finetune_img_size``
-    override it for one approach.
+    pretrained approaches' input size, ``scratch_img_size`` the seed CNN's.
     """
     from .train.fit import train
 
@@ -32,14 +30,12 @@ def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epoch
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     split_source: str | Path = data
-    finetune_size = finetune_img_size or img_size
     for approach in approaches:
         is_scratch = approach == "scratch"
         res = train(split_source, out=out / approach, quiet=quiet, approach=approach, seed=seed,
                     model="seed-cnn" if is_scratch else model,
                     epochs=scratch_epochs if is_scratch else finetune_epochs,
-                    img_size=scratch_img_size if is_scratch else finetune_size if approach == "finetune" else img_size,
-                    **common)
+                    img_size=scratch_img_size if is_scratch else img_size, **common)
         split_source = res.run_dir / "split.csv"  # same images, same split, for the next approach
         m = res.metrics
         loc = _localization(res.run_dir, data)

@@ -30,18 +30,19 @@ class Network(nn.Module):
         self.pool = pool  # avg | catavgmax | catavgmax-mid (see TrainConfig.pool)
         # ``catavgmax-mid``: the output of the block before the last (timm's
         # ``forward_intermediates(extra_blocks=True)`` numbering) joins the last map as channels.
-        tap = len(backbone.blocks) - 1 if pool == MID_POOL else None
-        self.tap = tap
+        self.tap = len(backbone.blocks) - 1 if pool == MID_POOL else None
         self.tap_channels = 0
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        if tap is not None:
-            with torch.no_grad():
+        if self.tap is not None:
+            with torch.no_grad():  # the tapped block's width, whatever the architecture
                 was = backbone.training
                 backbone.eval()
-                _, (t,) = backbone.forward_intermediates(torch.zeros(1, 3, 64, 64), indices=[tap], extra_blocks=True)
+                _, (t,) = backbone.forward_intermediates(torch.zeros(1, 3, 64, 64), indices=[self.tap],
+                                                         extra_blocks=True)
                 backbone.train(was)
             self.tap_channels = int(t.shape[1])
+        if pool != "avg":
             self.reset_classifier(int(backbone.num_classes))
 
     @property

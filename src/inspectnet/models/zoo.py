@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelError
-from .network import MID_POOL, Network, timm_pool
+from .network import MID_POOL, Network
 from .registry import ModelInfo, canonical_name, model_info, register_model
 from .seed_cnn import SeedCNN
 
@@ -139,10 +139,10 @@ def create_model(
         if pool == MID_POOL and not (hasattr(model, "blocks") and hasattr(model, "forward_intermediates")
                                      and isinstance(getattr(model, "classifier", None), nn.Linear)):
             raise ModelError(f"{n} has no block list to tap for {pool!r}; use --pool catavgmax")
-        model.reset_classifier(num_classes, global_pool=timm_pool(pool))
+    network = Network(model, info.mean, info.std, pool=pool)  # sizes the pooled head
     if weights_file is not None:
         _load_file_into(model, weights_file)
-    return Network(model, info.mean, info.std, pool=pool)
+    return network
 
 
 def _load_file_into(model: nn.Module, path: Path) -> None:
