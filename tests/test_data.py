@@ -111,6 +111,37 @@ def test_every_mode_becomes_three_channels(tmp_path: Path, mode: str) -> None:
     assert 100 < int(t.float().mean()) < 160
 
 
+@pytest.mark.parametrize("kind", ["RGB", "L", "RGB-tRNS", "P", "RGBA", "LA", "1", "I;16", "RGB-truncated"])
+def test_png_fast_path_gives_pillows_pixels_or_steps_aside(tmp_path: Path, kind: str) -> None:
+    from inspectnet.data.decode import DecodeError, _decode_pillow, _png_fast
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    path = tmp_path / f"{kind}.png"
+    if kind == "RGB-tRNS":
+        Image.fromarray(rgb).save(path, transparency=(int(rgb[0, 0, 0]), int(rgb[0, 0, 1]), int(rgb[0, 0, 2])))
+    elif kind == "RGB-truncated":
+        Image.fromarray(rgb).save(path)
+        path.write_bytes(path.read_bytes()[:-200])
+    elif kind == "I;16":
+        Image.fromarray(rng.integers(0, 65536, (23, 31), dtype=np.uint16)).save(path)
+    elif kind == "P":
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=50).save(path)
+    else:
+        Image.fromarray(rgb).convert(kind).save(path)
+    fast = _png_fast(path)
+    if kind in ("RGB", "L"):  # what cameras and the generator write: the fast path takes them
+        assert fast is not None
+    if kind == "RGB-truncated":
+        assert fast is None
+        with pytest.raises(DecodeError, match="truncated"):
+            decode_image(path)
+        return
+    want = _decode_pillow(path)
+    assert decode_image(path).shape == want.shape == (3, 23, 31)
+    assert torch.equal(decode_image(path), want)
+
+
 def test_bad_files_stop_before_training_naming_each(toy_data: Path, tmp_path: Path) -> None:
     import shutil
 
