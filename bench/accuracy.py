@@ -65,8 +65,12 @@ def main() -> None:
                             seed=seed, quiet=True, **kw)
                 m = res.metrics
                 per_seed.append({"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-                                 "f1_positive": m["f1_positive"], "seconds": time.perf_counter() - t})
+                                 "f1_positive": m["f1_positive"], "seconds": time.perf_counter() - t,
+                                 # finetune ended on the features approach's model (validation chose it)
+                                 "kept_features": approach == "finetune" and res.card.pool != "avg"})
             row = {"data": name, "n": n, "approach": approach, "model": model, "seeds": len(seeds)}
+            if approach == "finetune":
+                row["kept_features"] = sum(p["kept_features"] for p in per_seed)
             for k in ("accuracy", "balanced_accuracy", "f1_positive", "seconds"):
                 vals = [p[k] for p in per_seed]
                 row[k] = round(statistics.mean(vals), 4)
@@ -74,7 +78,7 @@ def main() -> None:
             rows.append(row)
             print_table([row], list(row))
     print_table(rows, ["data", "approach", "model", "seeds", "accuracy", "accuracy_std", "balanced_accuracy",
-                       "balanced_accuracy_std", "f1_positive", "f1_positive_std", "seconds"],
+                       "balanced_accuracy_std", "f1_positive", "f1_positive_std", "seconds", "kept_features"],
                 "accuracy of the defaults (test split, mean ± std over seeds)")
     print(f"written: {write_results(args.name, rows, {'n': n, 'seeds': seeds})}")
 

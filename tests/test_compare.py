@@ -49,3 +49,17 @@ def test_every_approach_saw_the_same_split(compared: Path) -> None:
             return sorted((r["path"], r["split"]) for r in csv.DictReader(f))
 
     assert split("scratch") == split("features") == split("finetune")
+
+
+def test_a_finetune_fallback_is_said_under_the_table(compared: Path) -> None:
+    from rich.console import Console
+
+    from inspectnet.compare import rows_markdown, rows_table
+
+    rows = json.loads((compared / "compare.json").read_text())
+    rows[-1]["note"] = "the features approach's model beat fine-tuning on validation; keeping it"
+    md = rows_markdown(rows)
+    assert md.count("\n| ") == 3 and md.rstrip().endswith(f"finetune: {rows[-1]['note']}")
+    con = Console(width=200, record=True)
+    con.print(rows_table(rows))
+    assert rows[-1]["note"] in con.export_text()

@@ -137,3 +137,19 @@ def test_mid_pool_adds_the_block_before_the_head_and_exports(tmp_path) -> None:
 def test_mid_pool_needs_a_block_list() -> None:
     with pytest.raises(ModelError, match="--pool catavgmax"):
         create_model("resnet18", 2, pretrained=False, pool="catavgmax-mid")
+
+
+@pytest.mark.parametrize("pool", ["catavgmax", "catavgmax-mid"])
+def test_avg_columns_of_a_richer_pool_are_the_average_head_features(pool) -> None:
+    # finetune fits its average-pooled head on these columns of the features approach's
+    # extraction; if timm ever orders the pools differently, this says so.
+    avg = create_model("efficientnet_lite0", 2, pretrained=False, pool="avg").eval()
+    rich = create_model("efficientnet_lite0", 2, pretrained=False, pool=pool).eval()
+    rich.backbone.load_state_dict({k: v for k, v in avg.backbone.state_dict().items()
+                                   if not k.startswith("classifier")}, strict=False)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = avg.pooled_features(x)
+        got = rich.pooled_features(x)[:, rich.avg_columns()]
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)

@@ -75,6 +75,17 @@ def test_run_folder_is_self_describing(runs: dict[str, Path], approach: str) -> 
     assert not list(run.rglob("*.pkl"))
 
 
+def test_finetune_never_ends_worse_than_features_on_validation(runs: dict[str, Path]) -> None:
+    # Same data, split, size and views: finetune measures the features approach's model on
+    # validation and keeps it when fine-tuning cannot beat it, and says which way it went.
+    feat = json.loads((runs["features"] / "metrics.json").read_text())
+    fine = json.loads((runs["finetune"] / "metrics.json").read_text())
+    assert fine["validation"]["log_loss"] <= feat["validation"]["log_loss"] + 1e-3, (fine["notes"], feat["notes"])
+    assert any("features approach's model" in n for n in fine["notes"]), fine["notes"]
+    card = json.loads((runs["finetune"] / "model" / "model.json").read_text())
+    assert TrainConfig.load(runs["finetune"] / "config.yaml").pool == card["pool"]
+
+
 def test_bundle_round_trips_bit_exactly(runs: dict[str, Path]) -> None:
     for run in runs.values():
         a, b = load_model(run), load_model(run)

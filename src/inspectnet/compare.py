@@ -48,6 +48,8 @@ def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epoch
             "pointing_game": loc.get("pointing_game"), "energy_inside": loc.get("energy_inside"),
             "pointing_game_layercam": loc.get("pointing_game_layercam"),
             "energy_inside_layercam": loc.get("energy_inside_layercam"),
+            # finetune's validation fall-back (head only, or the features model), said in the table
+            "note": next((n for n in m.get("notes", []) if "keeping" in n), None),
         })
         atomic_write_json(out / "compare.json", rows)  # after each approach: a crash keeps what is done
     atomic_write_text(out / "compare.md", rows_markdown(rows))
@@ -83,8 +85,9 @@ def _m(n: int) -> str:
 
 
 def rows_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="inspectnet compare (test split)",
-              caption="CAM hit: pointing game of Grad-CAM / LayerCAM on the damage masks")
+    caption = "CAM hit: pointing game of Grad-CAM / LayerCAM on the damage masks"
+    caption += "".join(f"\n{r['approach']}: {r['note']}" for r in rows if r.get("note"))
+    t = Table(title="inspectnet compare (test split)", caption=caption)
     for col in ("approach", "model", "params trained/all", "epochs", "train s", "accuracy", "bal. acc",
                 "F1 pos", "recall pos", "ROC-AUC", "CAM hit"):
         left = col in ("approach", "model")
@@ -108,6 +111,7 @@ def rows_markdown(rows: list[dict[str, Any]]) -> str:
                      f"{_f(r['balanced_accuracy'], True)} | {_f(r['f1_positive'])} | {_f(r['recall_positive'])} | "
                      f"{_f(r['roc_auc'])} | {_f(r.get('pointing_game'), True)} | "
                      f"{_f(r.get('pointing_game_layercam'), True)} |")
+    lines += [f"\n{r['approach']}: {r['note']}" for r in rows if r.get("note")]
     return "\n".join(lines) + "\n"
 
 

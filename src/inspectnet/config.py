@@ -64,8 +64,9 @@ class TrainConfig:
             ImageNet-specific; EfficientNet-style backbones) or ``auto`` = ``catavgmax-mid``
             for the ``features`` approach (falling back to ``catavgmax``/``avg`` where a
             backbone lacks what it needs), ``avg`` otherwise (fine-tuning through the
-            max-pooled half lost to its own head on validation). The seed CNN flattens and
-            has no pooling.
+            max-pooled half lost to its own head on validation; with ``auto`` finetune also
+            fits the features model from the same extraction and keeps it when validation
+            prefers it, recording its pool). The seed CNN flattens and has no pooling.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``32``, ``bf16`` (bfloat16 autocast, fp32 weights) or ``auto``: bf16 when
             training from scratch where bf16 is native (AVX-512 BF16 / AMX CPUs: the seed CNN

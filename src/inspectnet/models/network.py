@@ -70,6 +70,12 @@ class Network(nn.Module):
         """Pooled pre-classifier features: what the ``features`` approach trains a head on."""
         return self.forward_head(self.forward_features(x), pre_logits=True)
 
+    def avg_columns(self) -> slice:
+        """The columns of :meth:`pooled_features` that are the last map's average pool: all
+        of an ``avg`` network's pooled features, the first block of a ``catavgmax(-mid)`` one
+        (timm concatenates the average pool before the max pool)."""
+        return slice(0, int(self.backbone.num_features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 

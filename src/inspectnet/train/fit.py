@@ -236,27 +236,56 @@ def _val_loss(network: Network, c: CachedImages | None, device: torch.device, vi
     return float(-np.log(np.clip(p[np.arange(len(c)), c.labels.numpy()], 1e-7, 1)).mean())
 
 
-def _head_on_features(network: Network, cache: dict[str, CachedImages], cfg: TrainConfig, n_classes: int,
-                      class_weights: torch.Tensor | None, device: torch.device, quiet: bool) -> dict[str, float]:
-    """Freeze the base, extract pooled features once, fit the linear head on them.
-
-    With ``tta_views`` > 1 every view of a training image is a training sample of its own
-    (augmentation at the price of one extraction), while the L2 strength is chosen on the
-    validation images' view-averaged features, as they are scored. On the demo split this
-    lowered the validation loss from 0.251 (head on view-averaged features) to 0.238.
-    """
+def _cached_features(network: Network, cache: dict[str, CachedImages], cfg: TrainConfig, device: torch.device,
+                     quiet: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Freeze ``network`` and extract its pooled features once: ``(N, views, C)`` per view
+    for train and val (``None`` without a val split)."""
     for p in network.parameters():
         p.requires_grad_(False)
     network.to(device).to(memory_format=torch.channels_last)
     f_tr = extract_features(network, cache["train"].images, views=cfg.tta_views, device=device,
                             desc="features train", progress=not quiet, keep_views=True)
     f_va = (extract_features(network, cache["val"].images, views=cfg.tta_views, device=device,
-                             desc="features val", progress=not quiet) if "val" in cache else None)
+                             desc="features val", progress=not quiet, keep_views=True) if "val" in cache else None)
+    return f_tr, f_va
+
+
+def _head_on_features(network: Network, feats: tuple[torch.Tensor, torch.Tensor | None],
+                      cache: dict[str, CachedImages], n_classes: int, class_weights: torch.Tensor | None,
+                      device: torch.device) -> dict[str, float]:
+    """Fit the linear head on cached features and install it in ``network``.
+
+    With ``tta_views`` > 1 every view of a training image is a training sample of its own
+    (augmentation at the price of one extraction), while the L2 strength is chosen on the
+    validation images' view-averaged features, as they are scored. On the demo split this
+    lowered the validation loss from 0.251 (head on view-averaged features) to 0.238.
+
+    Returns ``train_linear_head``'s info plus ``val_loss_views``: the validation log loss of
+    the probabilities averaged over the views, as ``predict_probs`` scores the model.
+    """
+    f_tr, f_va = feats
+    y_va = cache["val"].labels if f_va is not None else None
     y_tr = cache["train"].labels.repeat_interleave(f_tr.shape[1])
-    head, info = train_linear_head(f_tr.flatten(0, 1), y_tr, f_va,
-                                   cache["val"].labels if "val" in cache else None, n_classes, class_weights)
+    head, info = train_linear_head(f_tr.flatten(0, 1), y_tr, f_va.mean(1) if f_va is not None else None, y_va,
+                                   n_classes, class_weights)
     install_head(network, head.to(device))
+    if f_va is not None and y_va is not None and len(y_va):
+        with torch.no_grad():
+            p = head(f_va.float()).softmax(-1).mean(1)
+            p_true = p[torch.arange(len(y_va)), y_va].clamp(1e-7, 1)
+            info["val_loss_views"] = float(-p_true.log().mean())
     return info
+
+
+def _features_candidate(cfg: TrainConfig, n_classes: int) -> Network | None:
+    """The ``features`` approach's model (its default pool) for finetune to measure itself
+    against, or None where the backbone has no richer pool than finetune's own head."""
+    for pool in ("catavgmax-mid", "catavgmax"):
+        try:
+            return create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size, pool=pool)
+        except ModelError:
+            continue
+    return None
 
 
 def train(data: str | Path | None = None, *, config: TrainConfig | None = None, out: str | Path | None = None,
@@ -411,6 +440,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     augment = BatchAugment(cfg.augment_flip, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_rot90)
 
     t_train = time.perf_counter()
+    features_kept = False  # finetune ended on the features approach's model
     if cfg.approach == "scratch":
         _say(f"  from scratch: random init, augmentation flip={cfg.augment_flip} rotation=±{cfg.augment_rotation}° "
              f"zoom=±{cfg.augment_zoom:.0%} rot90={cfg.augment_rot90}, {cfg.optimizer} lr={cfg.lr}, up to {cfg.epochs} epochs", quiet)
@@ -423,7 +453,8 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     elif cfg.approach == "features":
         _say(f"  feature extraction: frozen {info.name} base (BatchNorm frozen), logistic-regression head on "
              f"cached pooled features ({cfg.tta_views} view(s)), L2 chosen on validation", quiet)
-        hinfo = _head_on_features(network, cache, cfg, n_classes, cw, device, quiet)
+        hinfo = _head_on_features(network, _cached_features(network, cache, cfg, device, quiet), cache, n_classes,
+                                  cw, device)
         history.append({"stage": "head", "epoch": 1, "val_loss": hinfo["val_loss"],
                         "val_balanced_accuracy": hinfo["val_balanced_accuracy"], "l2": hinfo["l2"]})
         notes.append(f"head L2={hinfo['l2']:g} chosen on validation")
@@ -436,7 +467,18 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
         _say(f"  fine-tuning in five steps: (1) new {n_classes}-class head, (2) freeze the base, (3) train the head "
              f"on cached features, (4) unfreeze {blocks}, (5) train jointly {cfg.epochs} epochs, head lr {cfg.lr:g}, "
              f"base lr {cfg.lr * cfg.base_lr_mult:g} ({cfg.optimizer}), cosine decay, BatchNorm statistics frozen", quiet)
-        hinfo = _head_on_features(network, cache, cfg, n_classes, cw, device, quiet)
+        # The features approach's model, from the same extraction: its pooled features hold
+        # finetune's (the last map's average pool) as their first columns. Finetune must never
+        # end worse than it, and validation is how it knows.
+        candidate = _features_candidate(cfg, n_classes) if pool_auto and "val" in cache else None
+        feats = _cached_features(candidate or network, cache, cfg, device, quiet)
+        cinfo: dict[str, float] = {}
+        if candidate is not None:
+            cinfo = _head_on_features(candidate, feats, cache, n_classes, cw, device)
+            cols = candidate.avg_columns()
+            feats = (feats[0][..., cols], feats[1][..., cols] if feats[1] is not None else None)
+        hinfo = _head_on_features(network, feats, cache, n_classes, cw, device)
+        del feats
         head_state = {k: v.clone() for k, v in network.state_dict().items()}
         head_val = _val_loss(network, cache.get("val"), device)
         history.append({"stage": "head", "epoch": 0, "val_loss": head_val,
@@ -453,8 +495,9 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
             augment=augment, freeze_bn=True, class_weights=cw, device=device, run_dir=run_dir,
             stage="finetune", quiet=quiet, resume=resume, live=live)
         history += rows
-        if "val" in cache and not best_val < head_val:
-            # Never end worse than the frozen features: validation says the joint stage did not help.
+        kept_head = "val" in cache and not best_val < head_val
+        if kept_head:
+            # Validation says the joint stage did not help: back to the head on the frozen base.
             network.load_state_dict(head_state)
             msg = (f"joint fine-tuning did not beat the head-only model on validation "
                    f"(val loss {best_val:.4f} vs {head_val:.4f}); keeping the head-only weights")
@@ -462,6 +505,24 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
             _say(f"[yellow]  {msg}[/]", quiet)
         else:
             notes.append(f"best joint epoch {best_epoch}: val loss {best_val:.4f} (head only: {head_val:.4f})")
+        if candidate is not None and "val_loss_views" in cinfo:
+            # Scored as the final model is, over the tta views.
+            own = (hinfo["val_loss_views"] if kept_head
+                   else _val_loss(network, cache["val"], device, views=cfg.tta_views))
+            if cinfo["val_loss_views"] < own:
+                network, features_kept = candidate.to(device), True
+                cfg.pool = candidate.pool
+                if rank0:
+                    cfg.save(run_dir / "config.yaml")
+                msg = (f"the features approach's model ({candidate.pool} head on the frozen base) beat fine-tuning "
+                       f"on validation (val loss {cinfo['val_loss_views']:.4f} vs {own:.4f} over "
+                       f"{cfg.tta_views} view(s)); keeping it, so finetune never ends worse than features")
+                notes.append(msg)
+                _say(f"[yellow]  {msg}[/]", quiet)
+            else:
+                notes.append(f"fine-tuned model beat the features approach's model on validation "
+                             f"(val loss {own:.4f} vs {cinfo['val_loss_views']:.4f} over {cfg.tta_views} view(s))")
+            del candidate
     train_seconds = time.perf_counter() - t_train
     for p in network.parameters():
         p.requires_grad_(True)
@@ -490,7 +551,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     else:
         metrics = {"split": None, "n": 0}
     total_params = sum(p.numel() for p in network.parameters())
-    trainable = _count_trainable(network, cfg)
+    trainable = _count_trainable(network, cfg, features_kept)
     metrics.update({
         "approach": cfg.approach, "model": info.name, "img_size": cfg.img_size,
         "train_seconds": round(train_seconds, 2), "total_seconds": round(time.perf_counter() - t_start, 2),
@@ -520,8 +581,8 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     return result
 
 
-def _count_trainable(network: Network, cfg: TrainConfig) -> int:
-    if cfg.approach == "features":
+def _count_trainable(network: Network, cfg: TrainConfig, features_kept: bool = False) -> int:
+    if cfg.approach == "features" or features_kept:
         return sum(p.numel() for p in network.get_classifier().parameters())
     if cfg.approach == "finetune" and cfg.unfreeze is not None and cfg.unfreeze >= 0:
         return sum(p.numel() for p in _top_block_params(network, cfg.unfreeze))
