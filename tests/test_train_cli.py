@@ -174,3 +174,25 @@ def test_features_pool_auto_falls_back_where_the_backbone_has_no_block_list(tmp_
     assert lite.config.pool == "catavgmax-mid" and res.config.pool == "catavgmax"
     assert yaml.safe_load((tmp_path / "resnet" / "config.yaml").read_text())["pool"] == "catavgmax"
     assert load_model(tmp_path / "resnet").card.pool == "catavgmax"
+
+
+def test_finetune_joint_stage_trains_only_the_top_blocks_and_the_head(data: Path, tmp_path: Path, monkeypatch) -> None:
+    # The head stage also fits the features model from the same extraction; the fine-tuned
+    # network must still enter step 5 with its stem and stride-2/4 stages frozen.
+    from inspectnet.train import fit
+
+    seen: list[set[str]] = []
+    orig = fit._lightning_fit
+
+    def spy(network, *a, **kw):  # noqa: ANN001, ANN002, ANN003
+        seen.append({n for n, p in network.named_parameters() if p.requires_grad})
+        return orig(network, *a, **kw)
+
+    monkeypatch.setattr(fit, "_lightning_fit", spy)
+    fit.train(data, out=tmp_path / "ft", approach="finetune", model="efficientnet_lite0", img_size=64, epochs=1,
+              quiet=True)
+    (trainable,) = seen
+    assert not any(n.startswith(("backbone.conv_stem", "backbone.bn1", "backbone.blocks.0.", "backbone.blocks.1."))
+                   for n in trainable), sorted(trainable)[:5]
+    assert any(n.startswith("backbone.blocks.6.") for n in trainable)
+    assert any(n.startswith("backbone.classifier") for n in trainable)

@@ -238,10 +238,8 @@ def _val_loss(network: Network, c: CachedImages | None, device: torch.device, vi
 
 def _cached_features(network: Network, cache: dict[str, CachedImages], cfg: TrainConfig, device: torch.device,
                      quiet: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Freeze ``network`` and extract its pooled features once: ``(N, views, C)`` per view
-    for train and val (``None`` without a val split)."""
-    for p in network.parameters():
-        p.requires_grad_(False)
+    """``network``'s pooled features, extracted once: ``(N, views, C)`` per view for train
+    and val (``None`` without a val split)."""
     network.to(device).to(memory_format=torch.channels_last)
     f_tr = extract_features(network, cache["train"].images, views=cfg.tta_views, device=device,
                             desc="features train", progress=not quiet, keep_views=True)
@@ -253,7 +251,7 @@ def _cached_features(network: Network, cache: dict[str, CachedImages], cfg: Trai
 def _head_on_features(network: Network, feats: tuple[torch.Tensor, torch.Tensor | None],
                       cache: dict[str, CachedImages], n_classes: int, class_weights: torch.Tensor | None,
                       device: torch.device) -> dict[str, float]:
-    """Fit the linear head on cached features and install it in ``network``.
+    """Freeze ``network``'s base, fit the linear head on cached features and install it.
 
     With ``tta_views`` > 1 every view of a training image is a training sample of its own
     (augmentation at the price of one extraction), while the L2 strength is chosen on the
@@ -263,6 +261,9 @@ def _head_on_features(network: Network, feats: tuple[torch.Tensor, torch.Tensor 
     Returns ``train_linear_head``'s info plus ``val_loss_views``: the validation log loss of
     the probabilities averaged over the views, as ``predict_probs`` scores the model.
     """
+    # Everything frozen; finetune's step 4 then unfreezes exactly its top blocks and the head.
+    for p in network.parameters():
+        p.requires_grad_(False)
     f_tr, f_va = feats
     y_va = cache["val"].labels if f_va is not None else None
     y_tr = cache["train"].labels.repeat_interleave(f_tr.shape[1])
