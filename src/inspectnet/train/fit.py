@@ -229,11 +229,14 @@ def _lightning_fit(network: Network, cfg: TrainConfig, cache: dict[str, CachedIm
     return history.rows, best.best_epoch, best.best_score
 
 
+def _log_loss(p: np.ndarray, labels: torch.Tensor) -> float:
+    return float(-np.log(np.clip(p[np.arange(len(labels)), labels.numpy()], 1e-7, 1)).mean())
+
+
 def _val_loss(network: Network, c: CachedImages | None, device: torch.device, views: int = 1) -> float:
     if c is None:
         return float("nan")
-    p = predict_probs(network, c.images, device=device, views=views)
-    return float(-np.log(np.clip(p[np.arange(len(c)), c.labels.numpy()], 1e-7, 1)).mean())
+    return _log_loss(predict_probs(network, c.images, device=device, views=views), c.labels)
 
 
 def _cached_features(network: Network, cache: dict[str, CachedImages], cfg: TrainConfig, device: torch.device,
@@ -442,6 +445,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
 
     t_train = time.perf_counter()
     features_kept = False  # finetune ended on the features approach's model
+    val_probs: np.ndarray | None = None  # the final model's validation probabilities, when known
     if cfg.approach == "scratch":
         _say(f"  from scratch: random init, augmentation flip={cfg.augment_flip} rotation=±{cfg.augment_rotation}° "
              f"zoom=±{cfg.augment_zoom:.0%} rot90={cfg.augment_rot90}, {cfg.optimizer} lr={cfg.lr}, up to {cfg.epochs} epochs", quiet)
@@ -507,10 +511,12 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
         else:
             notes.append(f"best joint epoch {best_epoch}: val loss {best_val:.4f} (head only: {head_val:.4f})")
         if candidate is not None and "val_loss_views" in cinfo:
-            # Scored as the final model is, over the tta views.
-            own = (hinfo["val_loss_views"] if kept_head
-                   else _val_loss(network, cache["val"], device, views=cfg.tta_views))
+            # Scored as the final model is, over the tta views (kept for the threshold below).
+            if not kept_head:
+                val_probs = predict_probs(network, cache["val"].images, device=device, views=cfg.tta_views)
+            own = hinfo["val_loss_views"] if kept_head else _log_loss(val_probs, cache["val"].labels)
             if cinfo["val_loss_views"] < own:
+                val_probs = None
                 network, features_kept = candidate.to(device), True
                 cfg.pool = candidate.pool
                 if rank0:
@@ -538,7 +544,8 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     threshold = 0.5
     val_metrics = None
     if "val" in cache:
-        pv = predict_probs(network, cache["val"].images, device=device, views=eval_views)
+        pv = val_probs if val_probs is not None else predict_probs(network, cache["val"].images, device=device,
+                                                                   views=eval_views)
         yv = cache["val"].labels.numpy()
         threshold = threshold_for_recall(yv, pv[:, pos_idx], pos_idx, cfg.target_recall)
         val_metrics = full_metrics(yv, pv, classes, positive, threshold, "val")
