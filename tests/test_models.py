@@ -103,8 +103,43 @@ def test_catavgmax_pool_sees_a_small_spot_that_averaging_dilutes_and_round_trips
 
 
 def test_pool_on_a_model_without_pooling_names_the_fix() -> None:
+    # A vision transformer pools its own tokens: there is no pooling layer to swap.
     with pytest.raises(ModelError, match="--pool avg"):
-        create_model("seed-cnn", 2, pool="catavgmax")
+        create_model("vit_tiny_patch16_224", 2, pretrained=False, pool="catavgmax")
+    with pytest.raises(ModelError, match="--pool catavgmax"):
+        create_model("seed-cnn", 2, pool="catavgmax-mid")
+
+
+def test_pooled_seed_cnn_sees_a_defect_anywhere_and_exports(tmp_path) -> None:
+    from inspectnet.bundle import ModelCard, load_model, save_bundle
+    from inspectnet.export import OnnxPredictor, export_onnx
+
+    torch.manual_seed(0)
+    flat = create_model("seed-cnn", 2, pretrained=False, img_size=128).eval()
+    pooled = create_model("seed-cnn", 2, pretrained=False, img_size=128, pool="catavgmax").eval()
+    pooled.backbone.features.load_state_dict(flat.backbone.features.state_dict())
+    # Same convolutions; Flatten's 1M-weight Dense(128) becomes a 16k one on 2 x 64 pooled channels.
+    assert pooled.backbone.fc1.in_features == 128 and flat.backbone.fc1.in_features == 64 * 16 * 16
+    assert sum(p.numel() for p in pooled.parameters()) == 23_584 + 16_512 + 258  # convs, Dense(128), output
+    # A chip moved by 32 px on an even tray: what the pooled head sees is the same, while
+    # Flatten's input moves to other weights.
+    a, b = torch.full((1, 3, 128, 128), 0.4), torch.full((1, 3, 128, 128), 0.4)
+    a[..., 40:46, 40:46] = 1.0
+    b[..., 72:78, 40:46] = 1.0
+    with torch.no_grad():
+        assert torch.allclose(pooled.pooled_features(a), pooled.pooled_features(b), atol=1e-5)
+        fa, fb = flat.forward_features(a).flatten(1), flat.forward_features(b).flatten(1)
+        assert not torch.allclose(fa, fb, atol=1e-3)
+    card = ModelCard(architecture="seed-cnn", classes=["damaged", "intact"], positive_class="damaged",
+                     img_size=128, mean=[0.5] * 3, std=[0.5] * 3, pool="catavgmax")
+    save_bundle(tmp_path, pooled, card)
+    back = load_model(tmp_path).network
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(back(x), pooled(x))
+    export_onnx(tmp_path)
+    logits = OnnxPredictor(tmp_path).logits(x.numpy())
+    assert torch.allclose(torch.from_numpy(logits), pooled(x).detach(), atol=1e-4)
 
 
 def test_mid_pool_adds_the_block_before_the_head_and_exports(tmp_path) -> None:

@@ -155,6 +155,9 @@ def test_summary_prints_keras_style_table() -> None:
     assert res.exit_code == 0
     assert "backbone.features.0" in res.output and "(1, 16, 180, 180)" in res.output
     assert "Total params: 3,988,898" in res.output
+    # The scratch approach's default head: global average + max pooling instead of Flatten.
+    res = runner.invoke(app, ["summary", "--model", "seed-cnn", "--img-size", "128", "--pool", "catavgmax"])
+    assert res.exit_code == 0 and "(1, 128, 1, 1)" in res.output and "Total params: 40,354" in res.output
 
 
 def test_missing_data_path_is_clear(tmp_path: Path) -> None:

@@ -74,13 +74,15 @@ def metrics_table(m: dict[str, Any], title: str) -> Table:
 @friendly
 def summary(model: str = typer.Option("seed-cnn", "--model", "-m", help="Registry or timm name."),
             img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
-            num_classes: int = typer.Option(2, "--num-classes")) -> None:
+            num_classes: int = typer.Option(2, "--num-classes"),
+            pool: str = typer.Option("avg", "--pool", help="avg (the architecture's own head: the course CNN's "
+                                     "Flatten) | catavgmax | catavgmax-mid, as in train.")) -> None:
     """Keras-style layer table: layer, output shape, parameters."""
     from .models import create_model, model_info
     from .summary import summarize
 
     size = img_size or model_info(model).default_img_size
-    net = create_model(model, num_classes, pretrained=False, img_size=size)
+    net = create_model(model, num_classes, pretrained=False, img_size=size, pool=pool)
     print(summarize(net, size))
 
 

@@ -66,7 +66,10 @@ class TrainConfig:
             backbone lacks what it needs), ``avg`` otherwise (fine-tuning through the
             max-pooled half lost to its own head on validation; with ``auto`` finetune also
             fits the features model from the same extraction and keeps it when validation
-            prefers it, recording its pool). The seed CNN flattens and has no pooling.
+            prefers it, recording its pool). For the seed CNN ``avg`` keeps the course's
+            Flatten and ``catavgmax`` pools globally instead, the ``auto`` choice from scratch
+            (validation loss 0.634 -> 0.578 and 0.572 -> 0.468 on two medium sets: Flatten
+            ties its weights to positions, a defect can be anywhere).
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``32``, ``bf16`` (bfloat16 autocast, fp32 weights) or ``auto``: bf16 when
             training from scratch where bf16 is native (AVX-512 BF16 / AMX CPUs: the seed CNN

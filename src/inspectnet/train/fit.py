@@ -387,7 +387,14 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
     if pool_auto:
         # Features only: with the max-pooled half the joint stage of finetune never beat its own
         # head on validation (hard set, 3 seeds, 5 epochs), so finetune keeps the ImageNet head.
-        cfg.pool = "catavgmax-mid" if cfg.approach == "features" and info.name != "seed-cnn" else "avg"
+        # The seed CNN from scratch: global average + max pooling instead of Flatten (validation
+        # loss 0.634 -> 0.578 and 0.572 -> 0.468 on two 1200-image medium sets, 40 epochs).
+        if cfg.approach == "features" and info.name != "seed-cnn":
+            cfg.pool = "catavgmax-mid"
+        elif cfg.approach == "scratch" and info.name == "seed-cnn":
+            cfg.pool = "catavgmax"
+        else:
+            cfg.pool = "avg"
     if rank0:
         write_split_csv(samples, run_dir / "split.csv")
         cfg.save(run_dir / "config.yaml")
