@@ -39,7 +39,8 @@ def main() -> None:
         probe = Probe()
         try:
             probe.fitmod.train(manifest, out=root / f"run{r}", patience=0, quiet=True, batch_size=32,
-                               approach="scratch", model="seed-cnn", img_size=180, epochs=3)
+                               approach="scratch", model="seed-cnn", img_size=180, epochs=3,
+                               pool="avg")  # framework_compare (a)'s course CNN, Flatten head
         finally:
             probe.close()
         cached = sum(probe.epochs[1:]) / len(probe.epochs[1:])

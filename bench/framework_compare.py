@@ -196,8 +196,9 @@ def part_a(root: Path, manifest: Path, epochs: int, rounds: int) -> tuple[list[d
     if not TF_PYTHON.is_file():
         skipped["keras"] = f"tensorflow-cpu not installed ({TF_PYTHON} missing; see bench/requirements-tf.txt)"
     for i in range(rounds):
+        # pool="avg": the course's Flatten head, the architecture Keras and the minimal loop build.
         runs["inspectnet"].append(run_inspectnet(manifest, root / f"a-inspectnet-{i}", approach="scratch",
-                                                 model="seed-cnn", img_size=180, epochs=epochs))
+                                                 model="seed-cnn", img_size=180, epochs=epochs, pool="avg"))
         if "keras" not in skipped:
             try:
                 runs["keras"].append(run_child([str(TF_PYTHON), str(HERE / "keras_seed_cnn.py"), str(npz),
