@@ -283,7 +283,10 @@ def _head_on_features(network: Network, feats: tuple[torch.Tensor, torch.Tensor 
 
 def _features_candidate(cfg: TrainConfig, n_classes: int) -> Network | None:
     """The ``features`` approach's model (its default pool) for finetune to measure itself
-    against, or None where the backbone has no richer pool than finetune's own head."""
+    against, or None where that is finetune's own head: a backbone without a richer pool, or
+    the seed CNN (its pooled features come after its Dense(128), not out of a pool)."""
+    if model_info(cfg.model).name == "seed-cnn":
+        return None
     for pool in ("catavgmax-mid", "catavgmax"):
         try:
             return create_model(cfg.model, n_classes, pretrained=_weights_arg(cfg), img_size=cfg.img_size, pool=pool)
