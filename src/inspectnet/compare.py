@@ -49,7 +49,7 @@ def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epoch
             "pointing_game_layercam": loc.get("pointing_game_layercam"),
             "energy_inside_layercam": loc.get("energy_inside_layercam"),
             # finetune's validation fall-back (head only, or the features model), said in the table
-            "note": next((n for n in m.get("notes", []) if "keeping" in n), None),
+            "note": m.get("fallback"),
         })
         atomic_write_json(out / "compare.json", rows)  # after each approach: a crash keeps what is done
     atomic_write_text(out / "compare.md", rows_markdown(rows))

@@ -35,13 +35,13 @@ class SeedCNN(nn.Module):
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
-        self.side = img_size // 8  # three 2x2 pools, floor like Keras "valid" pooling
+        side = img_size // 8  # three 2x2 pools, floor like Keras "valid" pooling
         self.num_features = 64
         self.feature_info = [dict(num_chs=64, reduction=8, module="features.7")]
         self.dropout = nn.Dropout(dropout)
         # Flatten (the course) or a global pool (``reset_classifier(n, global_pool=...)``).
         self.global_pool: nn.Module = nn.Flatten()
-        self.fc1 = nn.Linear(64 * self.side * self.side, 128)
+        self.fc1 = nn.Linear(64 * side * side, 128)
         self.act = nn.ReLU(inplace=True)
         self.head_hidden_size = 128
         self.classifier = nn.Linear(128, num_classes)

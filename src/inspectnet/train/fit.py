@@ -455,6 +455,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
 
     t_train = time.perf_counter()
     features_kept = False  # finetune ended on the features approach's model
+    fallback: str | None = None  # what finetune kept instead of its fine-tuned weights, and why
     val_probs: np.ndarray | None = None  # the final model's validation probabilities, when known
     if cfg.approach == "scratch":
         _say(f"  from scratch: random init, augmentation flip={cfg.augment_flip} rotation=±{cfg.augment_rotation}° "
@@ -517,6 +518,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
             msg = (f"joint fine-tuning did not beat the head-only model on validation "
                    f"(val loss {best_val:.4f} vs {head_val:.4f}); keeping the head-only weights")
             notes.append(msg)
+            fallback = msg
             _say(f"[yellow]  {msg}[/]", quiet)
         else:
             notes.append(f"best joint epoch {best_epoch}: val loss {best_val:.4f} (head only: {head_val:.4f})")
@@ -535,6 +537,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
                        f"on validation (val loss {cinfo['val_loss_views']:.4f} vs {own:.4f} over "
                        f"{cfg.tta_views} view(s)); keeping it, so finetune never ends worse than features")
                 notes.append(msg)
+                fallback = msg
                 _say(f"[yellow]  {msg}[/]", quiet)
             else:
                 notes.append(f"fine-tuned model beat the features approach's model on validation "
@@ -575,7 +578,7 @@ def _train(data: str | Path | None = None, *, config: TrainConfig | None = None,
         "train_seconds": round(train_seconds, 2), "total_seconds": round(time.perf_counter() - t_start, 2),
         "params_total": total_params, "params_trainable": trainable,
         "epochs_run": max([r.get("epoch", 0) for r in history if r.get("stage") != "head"], default=0),
-        "threshold": threshold, "target_recall": cfg.target_recall, "notes": notes,
+        "threshold": threshold, "target_recall": cfg.target_recall, "notes": notes, "fallback": fallback,
         "validation": val_metrics, "counts": counts,
     })
     card = ModelCard(
