@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 
 from ..errors import DataError
 from ..explain.gradcam import cams_and_logits, dilate, energy_inside, pointing_game
+from .eval_set import load_eval_set
 
 __all__ = ["MaskIndex", "load_mask", "localization_for_run", "localization_scores"]
 
@@ -44,7 +46,8 @@ class MaskIndex:
     def __init__(self, source: str | Path) -> None:
         src = Path(source)
         if not src.exists():
-            raise DataError(f"masks {src} do not exist; give the masks folder, the data folder or its manifest.csv")
+            raise DataError(f"masks {src} do not exist; give the masks folder, the data folder "
+                            "or its manifest.csv")
         self.by_path: dict[str, Path] = {}
         self.by_name: dict[str, Path] = {}
         self.folders: list[Path] = []
@@ -92,8 +95,16 @@ def _key(p: Path) -> str:
 
 
 def load_mask(path: str | Path, size: int) -> np.ndarray:
-    """A mask file as a boolean ``(size, size)`` array: resized with nearest neighbour
-    (squashed like the images are), non-zero = damage."""
+    """A mask file as a boolean ``(size, size)`` array, True on the damage.
+
+    Args:
+        path: Mask image (any mode; grey levels above 127 are damage).
+        size: Side of the square the images were squashed to; nearest neighbour keeps the
+            mask binary.
+
+    Returns:
+        Boolean ``(size, size)`` array.
+    """
     from PIL import Image
 
     with Image.open(path) as im:
@@ -137,73 +148,116 @@ def localization_scores(
         ``n_positive`` (damaged images), ``n_flagged`` (of them, correctly flagged),
         ``n_scored`` (flagged with a mask found), ``n_missing_mask``, ``pointing_game``
         (Grad-CAM hit rate, None if nothing was scored), ``energy_inside`` (mean), the same
-        two for LayerCAM (``pointing_game_layercam``, ``energy_inside_layercam``), ``mask_fraction``
-        (mean share of the image covered by the dilated mask: the uniform-map baseline for
-        energy), ``dilate_px``, ``threshold`` and ``per_image`` rows (path, hit, energy,
-        mask_fraction, p_positive); ``max_images`` as given (the scores are of a sample
-        when ``n_scored`` reached it).
+        two for LayerCAM (``pointing_game_layercam``, ``energy_inside_layercam``),
+        ``mask_fraction`` (mean share of the image covered by the dilated mask: the
+        uniform-map baseline for energy), ``dilate_px``, ``threshold`` and ``per_image`` rows
+        (path, hit, energy, mask_fraction, p_positive); ``max_images`` as given (the scores
+        are of a sample when ``n_scored`` reached it).
+
+    Raises:
+        ValueError: images, labels and paths of different lengths, or masks whose size is
+            not the heatmaps'.
+        DataError: the masks source does not exist or is not a masks manifest.
     """
-    index = masks_dir_or_manifest if isinstance(masks_dir_or_manifest, MaskIndex) else MaskIndex(masks_dir_or_manifest)
+    index = (masks_dir_or_manifest if isinstance(masks_dir_or_manifest, MaskIndex)
+             else MaskIndex(masks_dir_or_manifest))
     y = np.asarray(labels.numpy() if torch.is_tensor(labels) else labels, dtype=np.int64)
     if len(y) != len(images) or len(paths) != len(images):
-        raise ValueError(f"{len(images)} images, {len(y)} labels and {len(paths)} paths: they must match")
+        raise ValueError(f"{len(images)} images, {len(y)} labels and {len(paths)} paths: "
+                         "they must match")
     pos_rows = np.flatnonzero(y == positive_index)
-    per_image: list[dict[str, Any]] = []
-    n_flagged = n_missing = 0
+    tally = _Tally(max_images=max_images)
     for s in range(0, len(pos_rows), batch_size):
-        if max_images is not None and len(per_image) >= max_images:
+        if tally.full():
             break
-        rows = pos_rows[s : s + batch_size]
-        x = images[torch.as_tensor(rows)].float().div(255).contiguous(memory_format=torch.channels_last)
-        cams, logits = cams_and_logits(network, x, positive_index, methods=("gradcam", "layercam"))
-        probs = logits.softmax(1).numpy()
-        p_pos = probs[:, positive_index]
-        flagged = p_pos >= threshold if threshold is not None else probs.argmax(1) == positive_index
-        for j, r in enumerate(rows):
-            if not flagged[j]:
-                continue
-            n_flagged += 1
-            mpath = index.find(paths[r])
-            if mpath is None:
-                n_missing += 1
-                continue
-            if max_images is not None and len(per_image) >= max_images:
-                continue
-            mask = dilate(load_mask(mpath, img_size), dilate_px)
-            cam, lcam = cams["gradcam"][j], cams["layercam"][j]
-            if cam.shape != mask.shape:
-                raise ValueError(f"heatmap {cam.shape} and mask {mask.shape} differ; is img_size={img_size} right?")
-            per_image.append({
-                "path": str(paths[r]),
-                "mask": str(mpath),
-                "hit": pointing_game(cam, mask, dilate_px=0),
-                "energy": energy_inside(cam, mask),
-                "hit_layercam": pointing_game(lcam, mask, dilate_px=0),
-                "energy_layercam": energy_inside(lcam, mask),
-                "mask_fraction": float(mask.mean()),
-                "p_positive": float(p_pos[j]),
-            })
+        _score_batch(network, images, pos_rows[s : s + batch_size], paths, index, tally,
+                     positive_index=positive_index, img_size=img_size, threshold=threshold,
+                     dilate_px=dilate_px)
+    return _summary(tally, n_positive=len(pos_rows), dilate_px=dilate_px, threshold=threshold)
+
+
+@dataclass
+class _Tally:
+    """What :func:`localization_scores` has counted so far, over the batches."""
+
+    max_images: int | None
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    n_flagged: int = 0
+    n_missing: int = 0
+
+    def full(self) -> bool:
+        """True once ``max_images`` images are scored."""
+        return self.max_images is not None and len(self.per_image) >= self.max_images
+
+
+def _score_batch(network: torch.nn.Module, images: torch.Tensor, rows: np.ndarray,
+                 paths: Sequence[str | Path], index: MaskIndex, tally: _Tally, *,
+                 positive_index: int, img_size: int, threshold: float | None,
+                 dilate_px: int) -> None:
+    """Grad-CAM and LayerCAM of one batch of damaged images, scored into ``tally``."""
+    x = images[torch.as_tensor(rows)].float().div(255).contiguous(memory_format=torch.channels_last)
+    cams, logits = cams_and_logits(network, x, positive_index, methods=("gradcam", "layercam"))
+    probs = logits.softmax(1).numpy()
+    p_pos = probs[:, positive_index]
+    flagged = p_pos >= threshold if threshold is not None else probs.argmax(1) == positive_index
+    for j, r in enumerate(rows):
+        if not flagged[j]:
+            continue
+        tally.n_flagged += 1
+        mpath = index.find(paths[r])
+        if mpath is None:
+            tally.n_missing += 1
+            continue
+        # Past the cap the rest of this batch still counts towards n_flagged and
+        # n_missing_mask (as it always has); only the scoring stops.
+        if tally.full():
+            continue
+        mask = dilate(load_mask(mpath, img_size), dilate_px)
+        cam, lcam = cams["gradcam"][j], cams["layercam"][j]
+        if cam.shape != mask.shape:
+            raise ValueError(f"heatmap {cam.shape} and mask {mask.shape} differ; "
+                             f"is img_size={img_size} right?")
+        tally.per_image.append({
+            "path": str(paths[r]),
+            "mask": str(mpath),
+            "hit": pointing_game(cam, mask, dilate_px=0),
+            "energy": energy_inside(cam, mask),
+            "hit_layercam": pointing_game(lcam, mask, dilate_px=0),
+            "energy_layercam": energy_inside(lcam, mask),
+            "mask_fraction": float(mask.mean()),
+            "p_positive": float(p_pos[j]),
+        })
+
+
+def _summary(tally: _Tally, *, n_positive: int, dilate_px: int,
+             threshold: float | None) -> dict[str, Any]:
+    """The result dict of :func:`localization_scores`: counts, means and the per-image rows."""
+    per_image = tally.per_image
     n = len(per_image)
+
+    def mean(key: str) -> float | None:
+        return float(np.mean([r[key] for r in per_image])) if n else None
+
     return {
-        "n_positive": int(len(pos_rows)),
-        "n_flagged": int(n_flagged),
+        "n_positive": int(n_positive),
+        "n_flagged": int(tally.n_flagged),
         "n_scored": n,
-        "n_missing_mask": int(n_missing),
-        "pointing_game": float(np.mean([r["hit"] for r in per_image])) if n else None,
-        "energy_inside": float(np.mean([r["energy"] for r in per_image])) if n else None,
-        "pointing_game_layercam": float(np.mean([r["hit_layercam"] for r in per_image])) if n else None,
-        "energy_inside_layercam": float(np.mean([r["energy_layercam"] for r in per_image])) if n else None,
-        "mask_fraction": float(np.mean([r["mask_fraction"] for r in per_image])) if n else None,
+        "n_missing_mask": int(tally.n_missing),
+        "pointing_game": mean("hit"),
+        "energy_inside": mean("energy"),
+        "pointing_game_layercam": mean("hit_layercam"),
+        "energy_inside_layercam": mean("energy_layercam"),
+        "mask_fraction": mean("mask_fraction"),
         "dilate_px": int(dilate_px),
         "threshold": threshold,
-        "max_images": max_images,
+        "max_images": tally.max_images,
         "per_image": per_image,
     }
 
 
-def localization_for_run(run: str | Path, masks: str | Path, data: str | Path | None = None, split: str = "test",
-                         device: str = "cpu", use_threshold: bool = True, out: str | Path | None = None,
-                         progress: bool = False) -> dict[str, Any]:
+def localization_for_run(run: str | Path, masks: str | Path, data: str | Path | None = None,
+                         split: str = "test", device: str = "cpu", use_threshold: bool = True,
+                         out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """``inspectnet evaluate RUN --masks DIR``: localisation scores of a saved run, to JSON.
 
     Args:
@@ -221,12 +275,13 @@ def localization_for_run(run: str | Path, masks: str | Path, data: str | Path | 
     """
     from ..bundle import load_model
     from ..io import atomic_write_json
-    from .report import load_eval_set
 
     lm = load_model(run, device=device)
-    es = load_eval_set(run, lm.card, data=data, split=split, progress=progress, positives_only=True)
-    scores = localization_scores(lm.network, es.images, es.labels, es.paths, masks, lm.card.positive_index,
-                                 lm.card.img_size, threshold=lm.card.threshold if use_threshold else None)
+    es = load_eval_set(run, lm.card, data=data, split=split, progress=progress,
+                       positives_only=True)
+    scores = localization_scores(lm.network, es.images, es.labels, es.paths, masks,
+                                 lm.card.positive_index, lm.card.img_size,
+                                 threshold=lm.card.threshold if use_threshold else None)
     scores["split"] = es.split
     run = Path(run)
     target = Path(out) if out else run / ("localization.json" if data is None and split == "test"

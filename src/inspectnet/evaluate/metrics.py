@@ -14,13 +14,28 @@ from sklearn import metrics as skm
 POSITIVE_NAMES = ("damaged", "defective", "defect", "bad", "ng", "nok", "anomaly")
 
 
-def pick_positive(classes: list[str], counts: dict[str, int] | None = None, requested: str | None = None) -> str:
-    """The class that inspection is about: ``requested``, else damaged/defective, else the minority."""
+def pick_positive(classes: list[str], counts: dict[str, int] | None = None,
+                  requested: str | None = None) -> str:
+    """The class that inspection is about.
+
+    Args:
+        classes: Class names.
+        counts: Images per class, to fall back on the minority class.
+        requested: The class the user named, if any.
+
+    Returns:
+        ``requested``, else a class named like damage (``damaged``, ``defective``, ...),
+        else the minority class (by ``counts``), else the last class.
+
+    Raises:
+        ConfigError: ``requested`` is not one of ``classes``.
+    """
     from ..errors import ConfigError
 
     if requested is not None:
         if requested not in classes:
-            raise ConfigError(f"positive class {requested!r} is not one of the classes {', '.join(classes)}")
+            raise ConfigError(f"positive class {requested!r} is not one of the classes "
+                              f"{', '.join(classes)}")
         return requested
     for name in POSITIVE_NAMES:
         for c in classes:
@@ -48,7 +63,8 @@ def compute_metrics(
     pos = classes.index(positive)
     y_pred = probs.argmax(1)
     labels = list(range(len(classes)))
-    p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                           zero_division=0)
     cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
     is_pos = (y_true == pos).astype(int)
     score = probs[:, pos]
@@ -66,9 +82,11 @@ def compute_metrics(
         "f1_positive": float(f[pos]),
         "roc_auc": float(skm.roc_auc_score(is_pos, score)) if both else None,
         "pr_auc": float(skm.average_precision_score(is_pos, score)) if both else None,
-        "log_loss": float(skm.log_loss(y_true, _renorm(probs), labels=labels)) if len(y_true) else None,
+        "log_loss": (float(skm.log_loss(y_true, _renorm(probs), labels=labels))
+                     if len(y_true) else None),
         "per_class": {
-            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                "support": int(support[i])}
             for i, c in enumerate(classes)
         },
         "confusion_matrix": {"labels": list(classes), "matrix": cm.tolist()},
@@ -85,7 +103,8 @@ def _balanced_accuracy(cm: np.ndarray) -> float:
     return float(np.mean(np.diag(cm)[present] / rows[present]))
 
 
-def threshold_for_recall(y_true: np.ndarray, score: np.ndarray, positive_index: int, target_recall: float) -> float:
+def threshold_for_recall(y_true: np.ndarray, score: np.ndarray, positive_index: int,
+                         target_recall: float) -> float:
     """A threshold on the positive probability whose recall on this data reaches the target.
 
     Any threshold between the k-th highest positive score (k = ceil(target * n_pos)) and the
@@ -113,7 +132,8 @@ def threshold_for_recall(y_true: np.ndarray, score: np.ndarray, positive_index: 
     return float(min(mid, upper))
 
 
-def metrics_at_threshold(y_true: np.ndarray, score: np.ndarray, positive_index: int, threshold: float) -> dict[str, Any]:
+def metrics_at_threshold(y_true: np.ndarray, score: np.ndarray, positive_index: int,
+                         threshold: float) -> dict[str, Any]:
     """Inspection operating point: flag when the positive probability >= threshold."""
     y_true = np.asarray(y_true)
     flag = np.asarray(score) >= threshold

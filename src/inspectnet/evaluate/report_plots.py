@@ -38,6 +38,7 @@ def png_data_uri(png: bytes) -> str:
 
 
 def fig_to_png(fig: Any, dpi: int = 100) -> bytes:
+    """PNG bytes of a matplotlib figure, which is closed (figures would pile up otherwise)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
@@ -59,7 +60,8 @@ def tile_png(img_hwc: np.ndarray, size: int | None = None) -> bytes:
 # ---------------------------------------------------------------- calibration
 
 
-def calibration_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
+def calibration_bins(y_true: np.ndarray, probs: np.ndarray,
+                     n_bins: int = 10) -> dict[str, np.ndarray]:
     """Top-label reliability bins: confidence = max probability, correct = argmax is the label.
 
     Bins are equal-width on [0, 1] (left-closed, the last one closed on both sides), as in
@@ -72,7 +74,8 @@ def calibration_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) ->
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or len(p) != len(y):
-        raise ValueError(f"probs must be (N, C) with N = len(y_true) = {len(y)}; got shape {p.shape}")
+        raise ValueError(f"probs must be (N, C) with N = len(y_true) = {len(y)}; "
+                         f"got shape {p.shape}")
     conf = p.max(1) if len(p) else np.zeros(0)
     correct = (p.argmax(1) == y).astype(np.float64) if len(p) else np.zeros(0)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -110,10 +113,12 @@ def reliability_png(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> 
     fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.6, 4.8), sharex=True,
                                   gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], "--", color=GREY, lw=1, label="perfect calibration")
-    ax.bar(centers[full], b["accuracy"][full], width=width * 0.92, color=BLUE, alpha=0.8, label="accuracy in bin")
+    ax.bar(centers[full], b["accuracy"][full], width=width * 0.92, color=BLUE, alpha=0.8,
+           label="accuracy in bin")
     # The gap between what the model claims and what it achieves, bin by bin.
     ax.bar(centers[full], b["confidence"][full] - b["accuracy"][full], bottom=b["accuracy"][full],
-           width=width * 0.92, color=RED, alpha=0.25, hatch="//", edgecolor=RED, lw=0, label="gap to confidence")
+           width=width * 0.92, color=RED, alpha=0.25, hatch="//", edgecolor=RED, lw=0,
+           label="gap to confidence")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy")
     ax.set_title(f"reliability (top-label, {n_bins} bins) · ECE = {ece:.3f}", fontsize=10)
@@ -178,7 +183,7 @@ def roc_pr_png(y_true: np.ndarray, score: np.ndarray, positive_index: int, thres
 
 def threshold_sweep(y_true: np.ndarray, score: np.ndarray, positive_index: int,
                     thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Recall of the positive class and false-alarm rate when flagging ``score >= t``, for each t."""
+    """Recall of the positive class and false-alarm rate when flagging ``score >= t``, per t."""
     y = np.asarray(y_true)
     s = np.asarray(score, dtype=np.float64)
     if thresholds is None:

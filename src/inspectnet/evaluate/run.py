@@ -11,18 +11,34 @@ import torch
 from ..data.augment import dihedral_views
 from ..errors import DataError
 from ..io import atomic_write_json
+from .eval_set import eval_samples
 from .metrics import compute_metrics, metrics_at_threshold
+
+# ``eval_samples`` lives in ``eval_set``; it stays importable from here, where it used to be.
+__all__ = ["eval_samples", "evaluate", "full_metrics", "predict_probs", "run_views"]
 
 
 @torch.inference_mode()
-def predict_probs(network: torch.nn.Module, images: torch.Tensor, batch_size: int = 64, views: int = 1,
-                  device: torch.device | str = "cpu") -> np.ndarray:
-    """Softmax probabilities of uint8 ``(N, 3, S, S)`` images, averaged over ``views``."""
+def predict_probs(network: torch.nn.Module, images: torch.Tensor, batch_size: int = 64,
+                  views: int = 1, device: torch.device | str = "cpu") -> np.ndarray:
+    """Softmax probabilities of uint8 ``(N, 3, S, S)`` images, averaged over ``views``.
+
+    Args:
+        network: The classifier; its train/eval mode is restored afterwards.
+        images: uint8 ``(N, 3, S, S)`` images.
+        batch_size: Images per forward pass.
+        views: Flip/rot90 views averaged per image (1: the image as is).
+        device: Where the network lives.
+
+    Returns:
+        ``(N, C)`` probabilities; ``(0, 0)`` for no images.
+    """
     was = network.training
     network.eval()
     out = []
     for s in range(0, len(images), batch_size):
-        x = images[s : s + batch_size].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
+        x = (images[s : s + batch_size].to(device).float().div_(255)
+             .contiguous(memory_format=torch.channels_last))
         p = sum(network(v).float().softmax(1) for v in dihedral_views(x, views)) / views
         out.append(p.cpu())
     network.train(was)
@@ -32,8 +48,16 @@ def predict_probs(network: torch.nn.Module, images: torch.Tensor, batch_size: in
 
 
 def run_views(run: str | Path) -> int:
-    """The flip/rot90 views a run was trained and measured with (its ``config.yaml``), so
-    that ``evaluate`` reproduces the numbers ``train`` wrote."""
+    """The flip/rot90 views a run was trained and measured with (its ``config.yaml``).
+
+    ``evaluate`` uses them so that it reproduces the numbers ``train`` wrote.
+
+    Args:
+        run: Run folder.
+
+    Returns:
+        ``tta_views`` of the run's config; 1 when there is none or it cannot be read.
+    """
     from ..config import TrainConfig
 
     cfg_path = Path(run) / "config.yaml"
@@ -43,61 +67,48 @@ def run_views(run: str | Path) -> int:
         return 1
 
 
-def full_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], positive: str, threshold: float,
-                 split: str) -> dict[str, Any]:
-    """Argmax metrics under their names, the inspection operating point under ``at_threshold``."""
+def full_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], positive: str,
+                 threshold: float, split: str) -> dict[str, Any]:
+    """Argmax metrics under their names, the inspection operating point under ``at_threshold``.
+
+    Args:
+        y: ``(N,)`` integer labels.
+        probs: ``(N, C)`` class probabilities.
+        classes: Class names in index order.
+        positive: Name of the positive class.
+        threshold: Flag when p(positive) >= threshold.
+        split: Name recorded under ``split``.
+
+    Returns:
+        The :func:`~inspectnet.evaluate.metrics.compute_metrics` dict plus ``at_threshold``.
+    """
     m = compute_metrics(y, probs, classes, positive, split=split)
     pos = classes.index(positive)
     m["at_threshold"] = metrics_at_threshold(y, probs[:, pos], pos, threshold)
     return m
 
 
-def eval_samples(run: str | Path, classes: list[str], data: str | Path | None = None, split: str = "test"
-                 ) -> tuple[list[Any], list[Any], str]:
-    """The images ``evaluate`` (and the report) score: the run's own split, or another data set.
-
-    Unsplit external data, or ``split="all"``, is scored whole. Returns (all samples, the
-    chosen ones, the split name used).
-
-    Raises:
-        DataError: no ``split.csv`` and no ``data``, or labels that are not the model's classes.
-    """
-    from ..data.sources import discover, from_csv
-    from ..data.split import stratified_split
-
-    run = Path(run)
-    if data is None:
-        split_csv = run / "split.csv"
-        if not split_csv.is_file():
-            raise DataError(f"{split_csv} is missing; pass --data to evaluate on a data set")
-        samples = from_csv(split_csv)
-    else:
-        samples = discover(data)
-        if split == "all" or any(s.split is None for s in samples):
-            for s in samples:
-                s.split = "test"
-            split = "all" if split == "all" else "test"
-        samples = stratified_split(samples)
-    eval_split = "test" if split == "all" else split
-    unknown = sorted({s.label for s in samples} - set(classes))
-    if unknown:
-        raise DataError(f"label(s) {', '.join(unknown)} are not classes of this model ({', '.join(classes)})")
-    return samples, [s for s in samples if s.split == eval_split], eval_split
-
-
-def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test", batch_size: int = 64,
-             device: str = "cpu", out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test",
+             batch_size: int = 64, device: str = "cpu", out: str | Path | None = None,
+             progress: bool = True) -> dict[str, Any]:
     """Evaluate a trained run on its own split (default) or on another data set.
 
     Args:
         run: Run folder.
         data: Folder or CSV; ``None`` uses the run's ``split.csv``.
-        split: Which split to evaluate (``test``, ``val``, ``train``, or ``all`` for every image of ``data``).
+        split: Which split to evaluate (``test``, ``val``, ``train``, or ``all`` for every
+            image of ``data``).
+        batch_size: Images per forward pass.
+        device: Torch device.
         out: Where to write the metrics JSON; default ``RUN/metrics.json`` for the run's own
             test split, else ``RUN/metrics_<split>.json``.
+        progress: Show a decoding progress bar.
 
     Returns:
-        The metrics dict (also written to JSON).
+        The metrics dict (also written to JSON), with ``_written_to``.
+
+    Raises:
+        DataError: no ``split.csv`` and no ``data``, unknown labels, or an empty split.
     """
     from ..bundle import load_model
     from ..data.cache import build_cache
@@ -112,9 +123,11 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     cache, _ = build_cache(chosen, card.classes, card.img_size, progress=progress)
     c = cache[eval_split]
     probs = predict_probs(lm.network, c.images, batch_size=batch_size, device=device, views=views)
-    m = full_metrics(c.labels.numpy(), probs, card.classes, card.positive_class, card.threshold, eval_split)
-    target = Path(out) if out else run / ("metrics.json" if data is None and split == "test" else f"metrics_{split}.json")
-    if data is None and split == "test" and (run / "metrics.json").is_file():
+    m = full_metrics(c.labels.numpy(), probs, card.classes, card.positive_class, card.threshold,
+                     eval_split)
+    own_test = data is None and split == "test"
+    target = Path(out) if out else run / ("metrics.json" if own_test else f"metrics_{split}.json")
+    if own_test and (run / "metrics.json").is_file():
         import json
 
         # Keep what train recorded (validation numbers, timings), refresh the test numbers.
