@@ -8,6 +8,7 @@ same scene and differ only where the damage is (and in the cast shadow of broken
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import cv2
@@ -26,6 +27,7 @@ from inspectnet.synth.damage import DAMAGE_FUNCS
 from inspectnet.synth.insert import (
     InsertLayers,
     Light,
+    Look,
     build_insert,
     cast_shadow,
     fill_poly,
@@ -33,7 +35,7 @@ from inspectnet.synth.insert import (
     random_look,
     shade_insert,
 )
-from inspectnet.synth.shapes import make_outline, pose_matrix
+from inspectnet.synth.shapes import Outline, make_outline, pose_matrix
 
 #: Tray -> (RGB, brushed texture?, grain amplitude).
 TRAY_LOOK: dict[str, tuple[tuple[float, float, float], bool, float]] = {
@@ -305,6 +307,152 @@ def _camera(img, rng, cfg, size, light_az):
     return out
 
 
+def _make_light(rng: np.random.Generator, cfg: SynthConfig) -> tuple[Light, float, float]:
+    """The scene's light, its azimuth (the camera's illumination ramp follows it) and the
+    strength of the shadows it casts."""
+    az = rng.uniform(0, 2 * np.pi)
+    light = Light.make(
+        az,
+        np.deg2rad(rng.uniform(*cfg.light_elevation)),
+        rng.uniform(*cfg.light_intensity),
+        rng.uniform(*cfg.ambient),
+        rng.uniform(*cfg.specular),
+    )
+    return light, az, rng.uniform(*cfg.shadow_strength)
+
+
+def _main_outline(
+    rng: np.random.Generator, cfg: SynthConfig, size: int
+) -> tuple[str, str, Outline]:
+    """Shape, coating and posed outline of the insert under inspection, fully in view."""
+    shape, coating = str(rng.choice(cfg.shapes)), str(rng.choice(cfg.coatings))
+    radius = rng.uniform(*cfg.scale_range) * size / 2
+    if shape == "R":
+        radius *= 0.8  # a disc of the same diameter looks much bigger than a polygon
+    center = size / 2 + rng.uniform(-cfg.position_jitter, cfg.position_jitter, 2) * size
+    return shape, coating, _place_insert(rng, cfg, size, shape, center, radius, fit=True)
+
+
+def _clutter(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    size: int,
+    light: Light,
+    shadow_k: float,
+    outline: Outline,
+    keep_out: np.ndarray | None,
+) -> None:
+    """A fixture rail and part of a neighbouring insert, each by chance; twice as likely a
+    neighbour in an empty tray, where nothing else would fill the view."""
+    has_insert = keep_out is not None
+    clutter_p = cfg.clutter_prob if has_insert else min(1.0, 2 * cfg.clutter_prob)
+    if rng.random() < cfg.fixture_prob:
+        _fixture(img, rng, size, light, keep_out)
+    if rng.random() < clutter_p:
+        main_center = outline.center if has_insert else None
+        _neighbour(img, rng, cfg, size, light, shadow_k, main_center, outline.radius_px)
+
+
+def _scene_meta(
+    label: str, shape: str, coating: str, tray: str, outline: Outline, az: float
+) -> dict:
+    """The manifest entry before any damage or occlusion is known (those fill it in later)."""
+    has_insert = label != "empty"
+    return {
+        "label": label,
+        "shape": shape if has_insert else "",
+        "coating": coating if has_insert else "",
+        "tray": tray,
+        "damage": [],
+        "severity": None,
+        "bbox": None,
+        "insert_mask": None,
+        "rotation_deg": float(
+            np.degrees(np.arctan2(outline.matrix[1, 0], outline.matrix[0, 0])) % 360
+        ),
+        "center": [float(v) for v in outline.center],
+        "radius_px": outline.radius_px,
+        "light_azimuth_deg": float(np.degrees(az) % 360),
+        "occluded": False,
+    }
+
+
+def _pick_damage(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    k_range: tuple[float, float],
+    contrast: float,
+    light: Light,
+) -> tuple[list[str], float, Callable[[InsertLayers, Look], None]]:
+    """Damage modes (canonical order, for the manifest), severity in [0, 1], and the function
+    that draws them onto an insert's layers."""
+    n_modes = 2 if (rng.random() < cfg.two_damage_prob and len(cfg.damage_modes) > 1) else 1
+    picked = {str(m) for m in rng.choice(cfg.damage_modes, n_modes, replace=False)}
+    modes = [m for m in DAMAGE_MODES if m in picked]
+    k = rng.uniform(*k_range)
+    severity = round(float(np.clip(k * contrast / 2.1, 0, 1)), 3)
+
+    def damage_fn(lay: InsertLayers, look: Look) -> None:
+        # A broken corner first, so later damage is drawn on what is left of the insert.
+        for m in sorted(modes, key=lambda m: m != "broken_corner"):
+            DAMAGE_FUNCS[m](lay, look, light, rng, k * rng.uniform(0.9, 1.1), contrast)
+
+    return modes, severity, damage_fn
+
+
+def _occlude(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    size: int,
+    outline: Outline,
+    light: Light,
+    mask: np.ndarray | None,
+) -> bool:
+    """By chance, a gripper finger over the insert with its soft shadow; True when drawn.
+
+    The damage ``mask`` (None for an intact insert) loses what the finger covers, in place.
+    """
+    if rng.random() >= cfg.occlusion_prob:
+        return False
+    poly, grey = _occluder(rng, size, outline, cfg.occlusion_depth)
+    occ = fill_poly(size, size, poly)
+    # Never hide the evidence: skip the finger if it would cover a quarter of the damage.
+    if mask is not None and (occ[mask] > 0.5).sum() >= 0.25 * mask.sum():
+        return False
+    sh = cv2.GaussianBlur(occ, (0, 0), 2 + size / 100)
+    sh = np.roll(sh, (int(-light.vec[1] * size / 40), int(-light.vec[0] * size / 40)), (0, 1))
+    img *= (1.0 - 0.5 * sh * (1 - occ))[..., None]
+    col = grey * (1.0 + 0.05 * lowfreq(rng, size, size, 4))
+    img[:] = img * (1 - occ[..., None]) + (col * occ)[..., None]
+    if mask is not None:
+        mask &= occ < 0.5
+    return True
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(x0, y0, x1, y1)`` of the mask's pixels, exclusive end; None when it is empty."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+def _check_args(
+    label: str, difficulty: str, size: int, cfg: SynthConfig
+) -> tuple[tuple[float, float], float, float]:
+    """The difficulty preset ``((k_lo, k_hi), contrast, distractor multiplier)``, after
+    checking every argument (so a bad one fails before any drawing)."""
+    preset = check_difficulty(difficulty)
+    check_size(size)
+    if label not in LABELS:
+        raise SynthArgumentError(f"label must be one of {list(LABELS)}, got {label!r}")
+    if cfg.jpeg_quality is not None:
+        check_jpeg_quality(cfg.jpeg_quality)
+    return preset
+
+
 def render_sample(
     index: int,
     label: str,
@@ -336,109 +484,31 @@ def render_sample(
         ValueError: On an unknown label or difficulty, or a size below 32.
     """
     cfg = config or SynthConfig()
-    (k_lo, k_hi), contrast, mult = check_difficulty(difficulty)
-    check_size(size)
-    if label not in LABELS:
-        raise SynthArgumentError(f"label must be one of {list(LABELS)}, got {label!r}")
-    if cfg.jpeg_quality is not None:
-        check_jpeg_quality(cfg.jpeg_quality)
+    k_range, contrast, mult = _check_args(label, difficulty, size, cfg)
     img, tray_name = make_tray(_rng(seed, index, _TRAY), size, cfg)
-    rl = _rng(seed, index, _LIGHT)
-    az = rl.uniform(0, 2 * np.pi)
-    light = Light.make(
-        az,
-        np.deg2rad(rl.uniform(*cfg.light_elevation)),
-        rl.uniform(*cfg.light_intensity),
-        rl.uniform(*cfg.ambient),
-        rl.uniform(*cfg.specular),
-    )
-    shadow_k = rl.uniform(*cfg.shadow_strength)
-
+    light, az, shadow_k = _make_light(_rng(seed, index, _LIGHT), cfg)
     ri = _rng(seed, index, _INSERT)
-    shape, coating = str(ri.choice(cfg.shapes)), str(ri.choice(cfg.coatings))
-    radius = ri.uniform(*cfg.scale_range) * size / 2
-    if shape == "R":
-        radius *= 0.8  # a disc of the same diameter looks much bigger than a polygon
-    center = size / 2 + ri.uniform(-cfg.position_jitter, cfg.position_jitter, 2) * size
-    outline = _place_insert(ri, cfg, size, shape, center, radius, fit=True)
-
-    rc = _rng(seed, index, _CLUTTER)
+    shape, coating, outline = _main_outline(ri, cfg, size)
     has_insert = label != "empty"
-    clutter_p = cfg.clutter_prob if has_insert else min(1.0, 2 * cfg.clutter_prob)
     keep_out = fill_poly(size, size, outline.pts) if has_insert else None
-    if rc.random() < cfg.fixture_prob:
-        _fixture(img, rc, size, light, keep_out)
-    if rc.random() < clutter_p:
-        _neighbour(
-            img,
-            rc,
-            cfg,
-            size,
-            light,
-            shadow_k,
-            outline.center if has_insert else None,
-            outline.radius_px,
-        )
-
-    meta: dict = {
-        "label": label,
-        "shape": shape if has_insert else "",
-        "coating": coating if has_insert else "",
-        "tray": tray_name,
-        "damage": [],
-        "severity": None,
-        "bbox": None,
-        "insert_mask": None,
-        "rotation_deg": float(
-            np.degrees(np.arctan2(outline.matrix[1, 0], outline.matrix[0, 0])) % 360
-        ),
-        "center": [float(v) for v in outline.center],
-        "radius_px": outline.radius_px,
-        "light_azimuth_deg": float(np.degrees(az) % 360),
-        "occluded": False,
-    }
+    _clutter(img, _rng(seed, index, _CLUTTER), cfg, size, light, shadow_k, outline, keep_out)
+    meta = _scene_meta(label, shape, coating, tray_name, outline, az)
     mask = None
     if has_insert:
         damage_fn = None
         if label == "damaged":
             rd = _rng(seed, index, _DAMAGE)
-            n_modes = 2 if (rd.random() < cfg.two_damage_prob and len(cfg.damage_modes) > 1) else 1
-            picked = {str(m) for m in rd.choice(cfg.damage_modes, n_modes, replace=False)}
-            modes = [m for m in DAMAGE_MODES if m in picked]  # canonical order for the manifest
-            k = rd.uniform(k_lo, k_hi)
-            meta["damage"] = modes
-            meta["severity"] = round(float(np.clip(k * contrast / 2.1, 0, 1)), 3)
-
-            def damage_fn(lay: InsertLayers, look) -> None:
-                # A broken corner first, so later damage is drawn on what is left of the insert.
-                for m in sorted(modes, key=lambda m: m != "broken_corner"):
-                    DAMAGE_FUNCS[m](lay, look, light, rd, k * rd.uniform(0.9, 1.1), contrast)
-
+            modes, severity, damage_fn = _pick_damage(rd, cfg, k_range, contrast, light)
+            meta["damage"], meta["severity"] = modes, severity
         lay, _ = _draw_insert(img, ri, cfg, size, outline, coating, light, shadow_k, damage_fn)
         meta["insert_mask"] = keep_out >= 0.5
         if label == "damaged":
             mask = np.zeros((size, size), bool)
             mask[lay.slc] = lay.dmg >= 0.35
         ro = _rng(seed, index, _OCCLUDE)
-        if ro.random() < cfg.occlusion_prob:
-            poly, grey = _occluder(ro, size, outline, cfg.occlusion_depth)
-            occ = fill_poly(size, size, poly)
-            # Never hide the evidence: skip the finger if it would cover a quarter of the damage.
-            if mask is None or (occ[mask] > 0.5).sum() < 0.25 * mask.sum():
-                sh = cv2.GaussianBlur(occ, (0, 0), 2 + size / 100)
-                sh = np.roll(
-                    sh, (int(-light.vec[1] * size / 40), int(-light.vec[0] * size / 40)), (0, 1)
-                )
-                img *= (1.0 - 0.5 * sh * (1 - occ))[..., None]
-                col = grey * (1.0 + 0.05 * lowfreq(ro, size, size, 4))
-                img[:] = img * (1 - occ[..., None]) + (col * occ)[..., None]
-                meta["occluded"] = True
-                if mask is not None:
-                    mask &= occ < 0.5
+        meta["occluded"] = _occlude(img, ro, cfg, size, outline, light, mask)
         if mask is not None:
-            ys, xs = np.nonzero(mask)
-            if len(xs):
-                meta["bbox"] = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            meta["bbox"] = _bbox(mask)
     _distractors(img, _rng(seed, index, _DISTRACT), cfg, size, mult, keep_out)
     out = _camera(img, _rng(seed, index, _CAMERA), cfg, size, az)
     return out, mask, meta
