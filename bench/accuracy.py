@@ -46,7 +46,7 @@ def main() -> None:
         sets = [known[name] for name in args.sets]
 
     from inspectnet.synth import generate
-    from inspectnet.train.fit import train
+    from inspectnet.train.run import train
 
     tmp = Path(tempfile.mkdtemp(prefix="inspectnet-acc-"))
     rows = []

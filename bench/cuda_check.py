@@ -69,7 +69,7 @@ def main() -> int:
     from inspectnet.bundle import load_model
     from inspectnet.data.cache import decode_all
     from inspectnet.synth import generate
-    from inspectnet.train.fit import train
+    from inspectnet.train.run import train
 
     gpu = args.device == "cuda"
     if gpu and not torch.cuda.is_available():
@@ -99,7 +99,8 @@ def main() -> int:
         diff = float((p_cpu - p_gpu).abs().max())
         onnx_diff = None
         try:
-            from inspectnet.export import OnnxPredictor, export_onnx
+            from inspectnet.export import export_onnx
+            from inspectnet.predict import OnnxPredictor
 
             export_onnx(res.run_dir)
             p_onnx = torch.from_numpy(OnnxPredictor(res.run_dir).logits(xf.numpy())).softmax(1)

@@ -38,7 +38,7 @@ def main() -> None:
     for r in range(args.rounds):
         probe = Probe()
         try:
-            probe.fitmod.train(manifest, out=root / f"run{r}", patience=0, quiet=True, batch_size=32,
+            probe.train(manifest, out=root / f"run{r}", patience=0, quiet=True, batch_size=32,
                                approach="scratch", model="seed-cnn", img_size=180, epochs=3,
                                pool="avg")  # framework_compare (a)'s course CNN, Flatten head
         finally:

@@ -93,16 +93,17 @@ def decode_npz(manifest: Path, size: int, out: Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------- inspectnet timing --------
 class Probe:
-    """Patches ``inspectnet.train.fit`` (no edit of src/): times ``build_cache`` and each
+    """Patches ``inspectnet.train`` (no edit of src/): times ``build_cache`` and each
     Lightning training epoch (epoch start -> last training batch end, validation excluded);
     optional Trainer kwargs (e.g. ``limit_train_batches``)."""
 
     def __init__(self, trainer_kwargs: dict[str, Any] | None = None) -> None:
         import lightning as L
 
-        from inspectnet.train import fit as fitmod
+        from inspectnet.train import loop, prepare
+        from inspectnet.train.run import train
 
-        self.fitmod = fitmod
+        self.loop, self.prepare, self.train = loop, prepare, train
         self.epochs: list[float] = []
         self.decode_seconds = 0.0
         outer = self
@@ -118,7 +119,7 @@ class Probe:
                 outer.epochs.append(outer._last - outer._t0)
 
         self.callback = _CB()
-        orig_fit, orig_cache = fitmod._lightning_fit, fitmod.build_cache
+        orig_fit, orig_cache = loop.lightning_fit, prepare.build_cache
 
         def timed_fit(*a, **kw):  # noqa: ANN002, ANN003
             orig_trainer = L.Trainer
@@ -141,11 +142,11 @@ class Probe:
             finally:
                 self.decode_seconds = time.perf_counter() - t
 
-        fitmod._lightning_fit, fitmod.build_cache = timed_fit, timed_cache
+        loop.lightning_fit, prepare.build_cache = timed_fit, timed_cache
         self._orig = (orig_fit, orig_cache)
 
     def close(self) -> None:
-        self.fitmod._lightning_fit, self.fitmod.build_cache = self._orig
+        self.loop.lightning_fit, self.prepare.build_cache = self._orig
 
 
 def run_inspectnet(manifest: Path, out: Path, **kw: Any) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def run_inspectnet(manifest: Path, out: Path, **kw: Any) -> dict[str, Any]:
     load_before = load1()
     t = time.perf_counter()
     try:
-        res = probe.fitmod.train(manifest, out=out, patience=0, quiet=True, batch_size=32, **kw)
+        res = probe.train(manifest, out=out, patience=0, quiet=True, batch_size=32, **kw)
     finally:
         probe.close()
     total = time.perf_counter() - t
@@ -273,7 +274,7 @@ def part_c(root: Path, ft_npz: Path, ft_run: Path, a_info: dict[str, Any], reps:
     import torch
 
     from inspectnet.models import create_model
-    from inspectnet.train.features import extract_features
+    from inspectnet.train.heads import extract_features
 
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
@@ -322,7 +323,8 @@ def part_c(root: Path, ft_npz: Path, ft_run: Path, a_info: dict[str, Any], reps:
         rows.append({"part": "c", "measure": "features: bf16 autocast", "note": f"failed: {e}"})
 
     try:
-        from inspectnet.export import OnnxPredictor, export_onnx
+        from inspectnet.export import export_onnx
+        from inspectnet.predict import OnnxPredictor
 
         export_onnx(ft_run)
         pred = OnnxPredictor(ft_run)
@@ -363,16 +365,16 @@ def rss():
     return d
 probe = Probe({"limit_train_batches": int(sys.argv[4]), "limit_val_batches": 2})
 marks = {}
-f = probe.fitmod
-orig_cache, orig_head, orig_fit = f.build_cache, f._head_on_features, f._lightning_fit
+from inspectnet.train.approaches import finetune as ft
+orig_cache, orig_head, orig_fit = probe.prepare.build_cache, ft.head_on_features, probe.loop.lightning_fit
 def w(name, fn):
     def inner(*a, **k):
         r = fn(*a, **k); marks[name] = rss(); return r
     return inner
-f.build_cache, f._head_on_features, f._lightning_fit = (w("after_cache", orig_cache), w("after_head", orig_head),
-                                                        w("after_joint", orig_fit))
+probe.prepare.build_cache, ft.head_on_features, probe.loop.lightning_fit = (
+    w("after_cache", orig_cache), w("after_head", orig_head), w("after_joint", orig_fit))
 t = time.perf_counter()
-res = f.train(sys.argv[1], out=sys.argv[2], approach="finetune", model="efficientnet_lite0", img_size=224,
+res = probe.train(sys.argv[1], out=sys.argv[2], approach="finetune", model="efficientnet_lite0", img_size=224,
               epochs=1, patience=0, quiet=True, batch_size=32)
 marks["end"] = rss()
 # VmHWM, not ru_maxrss: Linux carries the forking parent's RSS into a child's ru_maxrss across exec.

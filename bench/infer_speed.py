@@ -111,8 +111,7 @@ def main() -> None:
     torch.set_num_threads(threads)
 
     from inspectnet.bundle import load_model
-    from inspectnet.export import OnnxPredictor
-    from inspectnet.predict import expand_inputs
+    from inspectnet.predict import OnnxPredictor, expand_inputs
 
     load_start = os.getloadavg()
     peak = matmul_gflops()

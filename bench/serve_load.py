@@ -59,7 +59,7 @@ def main() -> None:
     data = generate(tmp / "data", n=60, seed=0, difficulty="easy", size=args.img_size, progress=False)
     run = args.run
     if run is None:
-        from inspectnet.train.fit import train
+        from inspectnet.train.run import train
 
         t = time.perf_counter()
         train(data, out=tmp / "run", approach="features", model="efficientnet_lite0", img_size=args.img_size,

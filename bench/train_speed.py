@@ -48,13 +48,14 @@ def main() -> None:
     import torch
 
     from inspectnet.synth import generate
-    from inspectnet.train import fit as fitmod
+    from inspectnet.train import loop
+    from inspectnet.train.run import train
 
     tmp = Path(tempfile.mkdtemp(prefix="inspectnet-bench-"))
     data = generate(tmp / "data", n=args.n, seed=0, difficulty="medium", size=256, progress=False)
     rows = []
     timer = EpochTimer()
-    orig = fitmod._lightning_fit
+    orig = loop.lightning_fit
 
     def timed_fit(*a, **kw):  # noqa: ANN002, ANN003
         import lightning as L
@@ -71,15 +72,15 @@ def main() -> None:
         finally:
             L.Trainer = orig_trainer
 
-    fitmod._lightning_fit = timed_fit
+    loop.lightning_fit = timed_fit
     n_train = None
     for size in args.sizes:
         for approach, model in (("scratch", "seed-cnn"), ("features", "efficientnet_lite0"),
                                 ("finetune", "efficientnet_lite0")):
             timer.epochs.clear()
             t0 = time.perf_counter()
-            res = fitmod.train(data, out=tmp / f"{approach}-{size}", approach=approach, model=model, img_size=size,
-                               epochs=args.epochs, patience=0, quiet=True)
+            res = train(data, out=tmp / f"{approach}-{size}", approach=approach, model=model, img_size=size,
+                        epochs=args.epochs, patience=0, quiet=True)
             total = time.perf_counter() - t0
             n_train = res.metrics["counts"]["train"]
             n_tr = sum(n_train.values())

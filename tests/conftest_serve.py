@@ -31,7 +31,7 @@ def trained_run(factory: pytest.TempPathFactory, kind: str) -> Path:
     with _LOCK:
         if kind not in _RUNS:
             from inspectnet.export import export_onnx
-            from inspectnet.train.fit import train
+            from inspectnet.train.run import train
 
             base = factory.getbasetemp() / "serve_runs"
             data = base / "data"

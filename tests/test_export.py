@@ -17,9 +17,16 @@ from conftest_serve import lite_run, seed_run, toy_images  # noqa: F401 - fixtur
 from inspectnet.bundle import load_model
 from inspectnet.cli import app
 from inspectnet.errors import ConfigError, ModelError
-from inspectnet.export import OnnxPredictor, export_onnx, make_predictor, resolve_engine
-from inspectnet.predict import Predictor, expand_inputs
-from inspectnet.predict_stream import parse_shard, shard_paths
+from inspectnet.export import export_onnx
+from inspectnet.predict import (
+    OnnxPredictor,
+    Predictor,
+    expand_inputs,
+    make_predictor,
+    parse_shard,
+    resolve_engine,
+    shard_paths,
+)
 
 runner = CliRunner()
 
@@ -200,7 +207,7 @@ def test_predictors_average_the_views_the_threshold_was_chosen_with(seed_run: Pa
     """A run thresholded on 8-view probabilities must be served with 8-view probabilities,
     by either engine, or the threshold means something else in production."""
     from inspectnet.data.augment import dihedral_views
-    from inspectnet.export import make_predictor
+    from inspectnet.predict import make_predictor
 
     torch.manual_seed(0)
     x = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)

@@ -7,30 +7,29 @@ The Python API mirrors the CLI::
     print(result.metrics["accuracy"])
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .bundle import load_model
+from .models import create_model, list_models
 
-from .bundle import load_model  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
+
+# The facade, imported on first use: importing inspectnet should not import Lightning.
+_LAZY = {
+    "train": ("inspectnet.train.run", "train"),
+    "TrainResult": ("inspectnet.train.finish", "TrainResult"),
+    "evaluate": ("inspectnet.evaluate.run", "evaluate"),
+    "predict": ("inspectnet.predict", "predict_paths"),
+    "Predictor": ("inspectnet.predict", "Predictor"),
+    "TrainConfig": ("inspectnet.config", "TrainConfig"),
+}
 
 
-def __getattr__(name: str):  # lazy: importing inspectnet should not import Lightning
-    if name in ("train", "TrainResult"):
-        from .train import fit
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'inspectnet' has no attribute {name!r}")
+    import importlib
 
-        return getattr(fit, name)
-    if name == "evaluate":
-        from .evaluate.run import evaluate
-
-        return evaluate
-    if name in ("predict", "Predictor"):
-        from . import predict as _p
-
-        return getattr(_p, name if name == "Predictor" else "predict_paths")
-    if name == "TrainConfig":
-        from .config import TrainConfig
-
-        return TrainConfig
-    raise AttributeError(name)
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 __all__ = ["__version__", "train", "evaluate", "predict", "Predictor", "load_model", "create_model",

@@ -53,7 +53,7 @@ def library_versions() -> dict[str, str]:
     import timm
     import torchvision
 
-    from . import __version__
+    from ._version import __version__
 
     return {
         "inspectnet": __version__,

@@ -100,11 +100,20 @@ def models_cmd(pattern: str = typer.Argument("*"), all_timm: bool = typer.Option
     out.print(t)
 
 
+def _approach_help() -> str:
+    from .train.approach import approaches_help
+
+    return approaches_help()
+
+
+_APPROACH_HELP = _approach_help()
+
+
 @app.command()
 @friendly
 def train(
     data: Optional[Path] = typer.Argument(None, help="Folder of class folders, train/val/test folders, or CSV manifest."),
-    approach: Optional[str] = typer.Option(None, "--approach", "-a", help="scratch | features | finetune"),
+    approach: Optional[str] = typer.Option(None, "--approach", "-a", help=_APPROACH_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="seed-cnn, efficientnet_lite0/1/2, or a timm name."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<approach>-<model>)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="auto | none | hub (download; needs internet) | FILE"),
@@ -132,9 +141,9 @@ def train(
     cache_mb: Optional[int] = typer.Option(None, "--cache-mb", help="RAM budget (MiB) of decoded images; beyond it a file in RUN/cache/ (default: half of free RAM)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train one approach: scratch, features (frozen base) or finetune."""
+    """Train one approach (see --approach) and write a run folder."""
     from .config import TrainConfig
-    from .train.fit import train as do_train
+    from .train.run import train as do_train
 
     base = TrainConfig.load(config) if config else None
     if resume is not None:
@@ -205,9 +214,8 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
             cam: Optional[Path] = typer.Option(None, "--cam", help="Folder for LayerCAM heatmap overlays (torch engine)."),
             progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on for 100+ images).")) -> None:
     """Classify images with a trained run."""
-    from .export import make_predictor
-    from .predict import expand_inputs
-    from .predict_stream import ResultWriter, csv_header, csv_row, parse_shard, run_predictions, shard_paths
+    from .predict import (ResultWriter, csv_header, csv_row, expand_inputs, make_predictor, parse_shard,
+                          run_predictions, shard_paths)
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter(f"--format {fmt!r}: choose table, json or csv")
@@ -292,7 +300,7 @@ def compare(data: Path = typer.Argument(..., help="Data set folder or CSV."),
             model: str = typer.Option("efficientnet_lite0", "--model"),
             img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size of the pretrained model."),
             seed: int = typer.Option(0, "--seed"), quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
-    """Train the three approaches on the same split and compare them in one table."""
+    """Train every approach on the same split and compare them in one table."""
     from .compare import compare as do_compare, rows_table
 
     rows = do_compare(data, out=out_dir, scratch_epochs=scratch_epochs, finetune_epochs=finetune_epochs,
@@ -306,7 +314,7 @@ def compare(data: Path = typer.Argument(..., help="Data set folder or CSV."),
 def demo(data: Path = typer.Option(Path("data/inserts"), "--data", help="Where the synthetic set lives."),
          out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
          n: int = typer.Option(1200, "--n"), difficulty: str = typer.Option("medium", "--difficulty")) -> None:
-    """Synthetic inserts -> the three approaches -> one comparison table, on CPU in minutes."""
+    """Synthetic inserts -> every approach -> one comparison table, on CPU in minutes."""
     from .compare import demo as do_demo, rows_table
 
     rows = do_demo(data=data, out=out_dir, n=n, difficulty=difficulty)

@@ -1,5 +1,5 @@
-"""``compare``: the three approaches on the same split, one table; ``demo`` runs it on the
-synthetic insert set with settings that finish on a laptop CPU in minutes."""
+"""``compare``: every registered approach on the same split, one table; ``demo`` runs it on
+the synthetic insert set with settings that finish on a laptop CPU in minutes."""
 
 from __future__ import annotations
 
@@ -17,25 +17,27 @@ ROW_KEYS = ("approach", "model", "params_trainable", "params_total", "epochs", "
 def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epochs: int = 15,
             finetune_epochs: int = 8, model: str = "efficientnet_lite0", img_size: int | None = None,
             scratch_img_size: int | None = None, seed: int = 0, quiet: bool = False,
-            approaches: tuple[str, ...] = ("scratch", "features", "finetune"), **common: Any) -> list[dict[str, Any]]:
-    """Train each approach on the same seeded split; write ``compare.json/.md/.png``.
+            approaches: tuple[str, ...] | None = None, **common: Any) -> list[dict[str, Any]]:
+    """Train each approach (default: every registered one) on the same seeded split; write
+    ``compare.json/.md/.png``.
 
     The split is made once by the first run and passed to the others as its ``split.csv``,
-    so every approach sees exactly the same train/val/test images. ``img_size`` is the
-    pretrained approaches' input size, ``scratch_img_size`` the seed CNN's.
+    so every approach sees exactly the same train/val/test images. An approach with a model
+    of its own (``scratch``: the seed CNN) trains it for ``scratch_epochs`` at
+    ``scratch_img_size``; the others train ``model`` for ``finetune_epochs`` at ``img_size``.
     """
-    from .train.fit import train
+    from .train.approach import get_approach, list_approaches
+    from .train.run import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     split_source: str | Path = data
-    for approach in approaches:
-        is_scratch = approach == "scratch"
+    for approach in approaches or list_approaches():
+        own = get_approach(approach).compare_model
         res = train(split_source, out=out / approach, quiet=quiet, approach=approach, seed=seed,
-                    model="seed-cnn" if is_scratch else model,
-                    epochs=scratch_epochs if is_scratch else finetune_epochs,
-                    img_size=scratch_img_size if is_scratch else img_size, **common)
+                    model=own or model, epochs=scratch_epochs if own else finetune_epochs,
+                    img_size=scratch_img_size if own else img_size, **common)
         split_source = res.run_dir / "split.csv"  # same images, same split, for the next approach
         m = res.metrics
         loc = _localization(res.run_dir, data)
@@ -151,7 +153,7 @@ DEMO = {"scratch_epochs": 40, "finetune_epochs": 8, "img_size": 256, "scratch_im
 
 def demo(data: str | Path = "data/inserts", out: str | Path = "runs/demo", n: int = 1200,
          difficulty: str = "medium", seed: int = 0, quiet: bool = False) -> list[dict[str, Any]]:
-    """Generate the synthetic set if absent, then compare the three approaches on it."""
+    """Generate the synthetic set if absent, then compare every approach on it."""
     from rich.console import Console
 
     data = Path(data)
@@ -163,5 +165,7 @@ def demo(data: str | Path = "data/inserts", out: str | Path = "runs/demo", n: in
         generate(data, n=n, seed=seed, difficulty=difficulty)
     else:
         con.print(f"[bold]1/2[/] using the synthetic set in {data} (delete it to render anew)")
-    con.print("[bold]2/2[/] training scratch (seed-cnn), features and finetune (efficientnet_lite0)")
+    from .train.approach import list_approaches
+
+    con.print(f"[bold]2/2[/] training {', '.join(list_approaches())} on the same split")
     return compare(data, out=out, seed=seed, quiet=quiet, **DEMO)

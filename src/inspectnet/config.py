@@ -15,10 +15,10 @@ import yaml
 
 from .errors import ConfigError
 
-APPROACHES = ("scratch", "features", "finetune")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 POOLS = ("auto", "avg", "catavgmax", "catavgmax-mid")
+_RETIRED = frozenset({"head_epochs", "num_workers"})
 
 
 @dataclass
@@ -27,14 +27,14 @@ class TrainConfig:
 
     Attributes:
         data: Dataset folder or CSV manifest.
-        approach: ``scratch`` (random init + augmentation), ``features`` (frozen base,
-            linear head on cached features) or ``finetune`` (head first, then the base).
+        approach: A registered approach (``inspectnet.train.approach``): ``scratch``
+            (random init + augmentation), ``features`` (frozen base, linear head on cached
+            features), ``finetune`` (head first, then the base), or one of your own.
         model: Registry name (``seed-cnn``, ``efficientnet_lite0``, any timm name).
         weights: ``auto`` (bundled ImageNet weights where a package ships them, else random),
             ``none``, ``hub`` (let timm download; needs internet) or a local file path.
         img_size: Square input size; ``None`` = the model's default (180 seed-cnn, 224 Lite0).
         epochs: Training epochs (for finetune: the joint stage after the head stage).
-        head_epochs: finetune step 3, epochs of head-only training on cached features.
         unfreeze: finetune step 4, how many top blocks to unfreeze (``-1`` = all; ``None`` =
             all but the stem and the stride-2/4 stages, see ``fit.auto_unfreeze``).
         lr: Learning rate (the head's; the base gets ``lr * base_lr_mult``).
@@ -79,7 +79,6 @@ class TrainConfig:
         skip_bad: Skip unreadable images (listed in ``RUN/skipped.csv``) instead of stopping.
         allow_leakage: Train even when the same image content sits in two splits.
         target_recall: Recall of the positive class that the inspection threshold aims for.
-        num_workers: DataLoader workers for decoding (0 = in-process threads).
         devices: Processes (GPUs, or CPU processes) per node for Lightning; ``> 1`` with
             ``strategy="ddp"`` trains data-parallel (gloo on CPU, NCCL on CUDA).
         num_nodes: Machines taking part in a DDP job.
@@ -94,7 +93,6 @@ class TrainConfig:
     weights: str = "auto"
     img_size: int | None = None
     epochs: int = 15
-    head_epochs: int = 30
     unfreeze: int | None = None
     lr: float | None = None
     base_lr_mult: float = 0.1
@@ -118,7 +116,6 @@ class TrainConfig:
     skip_bad: bool = False
     allow_leakage: bool = False
     target_recall: float = 0.99
-    num_workers: int = 0
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
@@ -132,7 +129,9 @@ class TrainConfig:
             if value not in allowed:
                 raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
 
-        one_of("approach", APPROACHES)
+        from .train.approach import get_approach
+
+        approach = get_approach(self.approach)  # unknown names fail with the registered ones
         if self.optimizer is not None:
             one_of("optimizer", OPTIMIZERS)
         one_of("device", DEVICES)
@@ -156,9 +155,9 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
         if self.cache_mb is not None and self.cache_mb < 0:
             raise ConfigError(f"cache_mb={self.cache_mb} must be 0 (always on disk) or more, or None (half of free RAM)")
-        if self.approach == "features" and self.distributed:
+        if not approach.distributed and self.distributed:
             raise ConfigError(
-                f"approach=features runs in one process (a linear head on features extracted once), but got "
+                f"approach={self.approach} runs in one process ({approach.description}), but got "
                 f"devices={self.devices}, num_nodes={self.num_nodes}, strategy={self.strategy!r}; "
                 "drop those options, or use --approach finetune or scratch for DDP"
             )
@@ -171,6 +170,15 @@ class TrainConfig:
         """Several processes take part (DDP or another multi-process strategy)."""
         return self.devices > 1 or self.num_nodes > 1 or "ddp" in self.strategy or "fsdp" in self.strategy
 
+    @property
+    def weights_arg(self) -> bool | str:
+        """``weights`` as ``create_model`` takes it: bundled weights (``auto``), none, or hub/a file."""
+        if self.weights == "auto":
+            return True
+        if self.weights == "none":
+            return False
+        return self.weights
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -178,6 +186,8 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a dict; unknown keys fail loudly with the list of known ones."""
         known = {f.name for f in fields(cls)}
+        # Options that nothing read any more: older run folders' config.yaml still load.
+        d = {k: v for k, v in d.items() if k not in _RETIRED}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(

@@ -64,7 +64,7 @@ def _check_self_contained(p: _Collect) -> None:
 
 @pytest.fixture(scope="module")
 def trained(toy_data: Path, tmp_path_factory: pytest.TempPathFactory):
-    from inspectnet.train.fit import train
+    from inspectnet.train.run import train
 
     out = tmp_path_factory.mktemp("report") / "run"
     return train(toy_data, out=out, approach="scratch", model="seed-cnn", img_size=48, epochs=2, quiet=True)

@@ -65,12 +65,12 @@ def test_lecture_alias_resolves_to_timm_random_init_offline() -> None:
     ("resnet18", ("conv1", "layer1"), ("layer2", "layer4", "fc")),
 ])
 def test_finetune_keeps_the_stem_and_early_stages_frozen_by_default(name, frozen, trained):
-    from inspectnet.train.fit import _unfreeze_top, auto_unfreeze
+    from inspectnet.train.blocks import auto_unfreeze, unfreeze_top
 
     net = create_model(name, 2, pretrained=False)
     for p in net.parameters():
         p.requires_grad_(False)
-    _unfreeze_top(net, auto_unfreeze(net))
+    unfreeze_top(net, auto_unfreeze(net))
     grads = {n: p.requires_grad for n, p in net.backbone.named_parameters()}
     for prefix in frozen:
         assert not any(v for n, v in grads.items() if n.startswith(prefix + ".")), prefix
@@ -112,7 +112,8 @@ def test_pool_on_a_model_without_pooling_names_the_fix() -> None:
 
 def test_pooled_seed_cnn_sees_a_defect_anywhere_and_exports(tmp_path) -> None:
     from inspectnet.bundle import ModelCard, load_model, save_bundle
-    from inspectnet.export import OnnxPredictor, export_onnx
+    from inspectnet.export import export_onnx
+    from inspectnet.predict import OnnxPredictor
 
     torch.manual_seed(0)
     flat = create_model("seed-cnn", 2, pretrained=False, img_size=128).eval()
@@ -144,7 +145,8 @@ def test_pooled_seed_cnn_sees_a_defect_anywhere_and_exports(tmp_path) -> None:
 
 def test_mid_pool_adds_the_block_before_the_head_and_exports(tmp_path) -> None:
     from inspectnet.bundle import ModelCard, load_model, save_bundle
-    from inspectnet.export import OnnxPredictor, export_onnx
+    from inspectnet.export import export_onnx
+    from inspectnet.predict import OnnxPredictor
 
     net = create_model("efficientnet_lite0", 2, pretrained=False, pool="catavgmax-mid").eval()
     last = net.backbone.num_features

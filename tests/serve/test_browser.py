@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest_serve import running_server, seed_run, toy_images  # noqa: F401 - fixtures
-from inspectnet.export import make_predictor
-from inspectnet.predict import expand_inputs
+from inspectnet.predict import expand_inputs, make_predictor
 from inspectnet.serve.app import create_app
 
 pytestmark = pytest.mark.browser

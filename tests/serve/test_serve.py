@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 
 from conftest_serve import bomb_png, png_bytes, running_server, seed_run, toy_images, truncated_png  # noqa: F401
-from inspectnet.export import make_predictor
-from inspectnet.predict import BasePredictor, Predictor, expand_inputs
+from inspectnet.predict import BasePredictor, Predictor, expand_inputs, make_predictor
 from inspectnet.serve.app import create_app
 from inspectnet.serve.ready import free_port, wait_ready
 

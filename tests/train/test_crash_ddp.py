@@ -24,7 +24,7 @@ from inspectnet.data.split import stratified_split
 
 from conftest import make_toy_set
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_ddp_on_two_cpu_processes_writes_one_complete_run(small_set: Path, tmp_p
 
 
 def test_cache_spills_to_a_memmap_with_identical_images_and_training(small_set: Path, tmp_path: Path) -> None:
-    from inspectnet.train.fit import train
+    from inspectnet.train.run import train
 
     samples = stratified_split(discover(small_set), 0.15, 0.15, 0)
     classes = ["damaged", "intact"]

@@ -168,7 +168,7 @@ def test_missing_data_path_is_clear(tmp_path: Path) -> None:
 
 
 def test_features_pool_auto_falls_back_where_the_backbone_has_no_block_list(tmp_path: Path) -> None:
-    from inspectnet.train.fit import train
+    from inspectnet.train.run import train
 
     data = make_toy_set(tmp_path / "data", n_per_class=10, size=32)
     lite = train(data, out=tmp_path / "lite", approach="features", model="efficientnet_lite0", img_size=32,
@@ -184,18 +184,19 @@ def test_features_pool_auto_falls_back_where_the_backbone_has_no_block_list(tmp_
 def test_finetune_joint_stage_trains_only_the_top_blocks_and_the_head(data: Path, tmp_path: Path, monkeypatch) -> None:
     # The head stage also fits the features model from the same extraction; the fine-tuned
     # network must still enter step 5 with its stem and stride-2/4 stages frozen.
-    from inspectnet.train import fit
+    from inspectnet.train import loop
+    from inspectnet.train.run import train
 
     seen: list[set[str]] = []
-    orig = fit._lightning_fit
+    orig = loop.lightning_fit
 
-    def spy(network, *a, **kw):  # noqa: ANN001, ANN002, ANN003
+    def spy(ctx, network, *a, **kw):  # noqa: ANN001, ANN002, ANN003
         seen.append({n for n, p in network.named_parameters() if p.requires_grad})
-        return orig(network, *a, **kw)
+        return orig(ctx, network, *a, **kw)
 
-    monkeypatch.setattr(fit, "_lightning_fit", spy)
-    fit.train(data, out=tmp_path / "ft", approach="finetune", model="efficientnet_lite0", img_size=64, epochs=1,
-              quiet=True)
+    monkeypatch.setattr(loop, "lightning_fit", spy)
+    train(data, out=tmp_path / "ft", approach="finetune", model="efficientnet_lite0", img_size=64, epochs=1,
+          quiet=True)
     (trainable,) = seen
     assert not any(n.startswith(("backbone.conv_stem", "backbone.bn1", "backbone.blocks.0.", "backbone.blocks.1."))
                    for n in trainable), sorted(trainable)[:5]

@@ -51,13 +51,12 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from .. import __version__
+from .._version import __version__
 from ..bundle import read_card
 from ..data.decode import MAX_PIXELS, _to_rgb_array, resize_uint8
 from ..errors import ConfigError
 from ..explain.overlay import heatmap_png_bytes
-from ..export import default_threads, make_predictor, resolve_engine
-from ..predict import BasePredictor, Predictor
+from ..predict import BasePredictor, Predictor, default_threads, make_predictor, resolve_engine
 
 STATIC = Path(__file__).parent / "static"
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "

@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from .errors import ConfigError, ModelError
-from .predict import BasePredictor
+from ..errors import ConfigError, ModelError
+from .base import BasePredictor
 
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
@@ -43,9 +43,11 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
     try:
         a, b = (int(v) for v in spec.split("/"))
     except ValueError:
-        raise ConfigError(f"--shard {spec!r}: expected i/n, e.g. 1/4 (shards are numbered 1..n)") from None
+        raise ConfigError(f"--shard {spec!r}: expected i/n, e.g. 1/4 "
+                          "(shards are numbered 1..n)") from None
     if b < 1 or not 1 <= a <= b:
-        raise ConfigError(f"--shard {spec!r}: need 1 <= i <= n, e.g. 1/{max(b, 1)} ... {max(b, 1)}/{max(b, 1)}")
+        m = max(b, 1)
+        raise ConfigError(f"--shard {spec!r}: need 1 <= i <= n, e.g. 1/{m} ... {m}/{m}")
     return a, b
 
 
@@ -70,7 +72,8 @@ def output_format(path: str | Path) -> str:
     """
     fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ConfigError(f"--output {path}: use a .csv or .jsonl file (got suffix {Path(path).suffix!r})")
+        raise ConfigError(f"--output {path}: use a .csv or .jsonl file "
+                          f"(got suffix {Path(path).suffix!r})")
     return fmt
 
 
@@ -110,7 +113,8 @@ class ResultWriter:
             or a CSV whose header does not match this run's.
     """
 
-    def __init__(self, path: str | Path, positive_class: str, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, path: str | Path, positive_class: str, resume: bool = False,
+                 overwrite: bool = False) -> None:
         self.path = Path(path)
         self.fmt = output_format(self.path)
         self.positive_class = positive_class
@@ -140,8 +144,9 @@ class ResultWriter:
                 reader = csv.reader(f)
                 header = next(reader, None)
                 if header is not None and header != csv_header(self.positive_class):
-                    raise ConfigError(f"--resume: {self.path} has columns {header}, not this run's "
-                                      f"{csv_header(self.positive_class)}; is it from another model?")
+                    raise ConfigError(f"--resume: {self.path} has columns {header}, not this "
+                                      f"run's {csv_header(self.positive_class)}; "
+                                      "is it from another model?")
                 done.update(row[0] for row in reader if row)
             else:
                 for line in f:
@@ -150,8 +155,8 @@ class ResultWriter:
                         try:
                             done.add(json.loads(line)["path"])
                         except (json.JSONDecodeError, KeyError, TypeError):
-                            raise ConfigError(f"--resume: {self.path} has a line that is not a result row: "
-                                              f"{line[:80]!r}") from None
+                            raise ConfigError(f"--resume: {self.path} has a line that is not "
+                                              f"a result row: {line[:80]!r}") from None
         return done
 
     def _write_line(self, cells: list[str]) -> None:
@@ -214,8 +219,8 @@ def run_predictions(pred: BasePredictor, paths: list[Path], *, batch_size: int =
     todo = [p for p in paths if writer is None or str(p) not in writer.done]
     if cam_dir is not None:
         if not pred.can_explain:
-            raise ModelError(f"--cam needs the torch engine (Grad-CAM needs gradients); this predictor "
-                             f"uses {pred.engine}: pass --engine torch")
+            raise ModelError("--cam needs the torch engine (Grad-CAM needs gradients); "
+                             f"this predictor uses {pred.engine}: pass --engine torch")
         cam_dir = Path(cam_dir)
         cam_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
@@ -227,9 +232,13 @@ def run_predictions(pred: BasePredictor, paths: list[Path], *, batch_size: int =
                 good = [t for _, t, _, probs in batch if probs is not None]
                 cams = iter(pred.cams(np.stack([t.numpy() for t in good])) if good else ())
             for p, img, err, probs in batch:
-                row = BasePredictor.error_row(str(p), err) if probs is None else pred.result(str(p), probs)
+                if probs is None:
+                    row = BasePredictor.error_row(str(p), err)
+                else:
+                    row = pred.result(str(p), probs)
                 if cams is not None and probs is not None:
-                    row["cam"] = str(_save_overlay(img, next(cams), cam_dir / cam_filename(p, taken)))
+                    overlay = cam_dir / cam_filename(p, taken)
+                    row["cam"] = str(_save_overlay(img, next(cams), overlay))
                 if writer is not None:
                     writer.write(row)
                 if bar is not None:
@@ -241,7 +250,7 @@ def run_predictions(pred: BasePredictor, paths: list[Path], *, batch_size: int =
 
 
 def _save_overlay(img: Any, cam: np.ndarray, path: Path) -> Path:
-    from .explain.overlay import overlay_heatmap, save_png
+    from ..explain.overlay import overlay_heatmap, save_png
 
     hwc = np.asarray(img).transpose(1, 2, 0)
     return save_png(overlay_heatmap(hwc, cam), path)
@@ -252,7 +261,13 @@ class _Bar:
 
     def __init__(self, total: int, skipped: int) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         desc = "predict" + (f" (resuming, {skipped} done)" if skipped else "")
         self._p = Progress(TextColumn(f"[bold]{desc}"), BarColumn(), MofNCompleteColumn(),
