@@ -139,7 +139,7 @@ def test_predict_output_resume_and_shards(seed_run: Path, tmp_path_factory: pyte
     inputs = [str(data), str(tmp_path / "bad.png")]
 
     full = tmp_path / "full.csv"
-    r = runner.invoke(app, ["predict", str(seed_run), *inputs, "--output", str(full)])
+    r = runner.invoke(app, ["predict", str(seed_run), *inputs, "--skip-bad", "--output", str(full)])
     assert r.exit_code == 0, r.output
     rows = _csv_rows(full)
     assert len(rows) == n_all + 1 and "onnx engine" in r.output
@@ -148,14 +148,14 @@ def test_predict_output_resume_and_shards(seed_run: Path, tmp_path_factory: pyte
     assert bad and "not an image" in bad[0]["error"]
 
     # An existing file is never clobbered silently.
-    r = runner.invoke(app, ["predict", str(seed_run), *inputs, "--output", str(full)])
+    r = runner.invoke(app, ["predict", str(seed_run), *inputs, "--skip-bad", "--output", str(full)])
     assert r.exit_code == 2 and "--resume" in r.output
 
     # Interrupted run: 5 complete rows and half of the 6th on disk.
     part = tmp_path / "part.csv"
     lines = full.read_text().splitlines(keepends=True)
     part.write_text("".join(lines[:6]) + lines[6][:10])
-    r = runner.invoke(app, ["predict", str(seed_run), *inputs, "--output", str(part), "--resume"])
+    r = runner.invoke(app, ["predict", str(seed_run), *inputs, "--skip-bad", "--output", str(part), "--resume"])
     assert r.exit_code == 0, r.output
     assert "5 already in the file" in r.output
     resumed = _csv_rows(part)
@@ -167,7 +167,7 @@ def test_predict_output_resume_and_shards(seed_run: Path, tmp_path_factory: pyte
     seen: list[str] = []
     for i in (1, 2, 3):
         out = tmp_path / f"shard{i}.jsonl"
-        r = runner.invoke(app, ["predict", str(seed_run), *inputs, "--shard", f"{i}/3", "--output", str(out)])
+        r = runner.invoke(app, ["predict", str(seed_run), *inputs, "--skip-bad", "--shard", f"{i}/3", "--output", str(out)])
         assert r.exit_code == 0, r.output
         got = [json.loads(line)["path"] for line in out.read_text().splitlines()]
         assert abs(len(got) - (n_all + 1) / 3) < 1

@@ -1,23 +1,31 @@
 """The ``inspectnet`` command: a thin Typer layer over the Python API.
 
 Each command parses options, calls one library function and prints its result. Errors
-meant for the user (``InspectnetError``) print as one red line and exit with status 2.
+meant for the user (``InspectnetError``) print as one red line, without a traceback
+(``inspectnet --debug ...`` or ``INSPECTNET_DEBUG=1`` shows it). Exit status: 0 success;
+1 a data, model or storage problem (``DataError``, ``ModelError``, ``StorageError``,
+``DecodeError``), or an internal error (a bug: one line, the traceback under ``--debug``);
+2 a usage error (``ConfigError``, a bad option, a path argument that does not exist);
+130 Ctrl-C; ``128 + signal`` when training is interrupted (143 on SIGTERM).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
-import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+import typer.exceptions
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .errors import InspectnetError, TrainingInterrupted
+from .errors import ConfigError, InspectnetError, TrainingInterrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Labelled photos of parts in; a trained, measured, explainable CNN classifier out.")
@@ -26,25 +34,74 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, highlight=False)
 
 
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of any error "
+                                        "(also INSPECTNET_DEBUG=1).")) -> None:
+    """Labelled photos of parts in; a trained, measured, explainable CNN classifier out."""
+    _DEBUG["on"] = debug
+
+
+def _debugging() -> bool:
+    return _DEBUG["on"] or os.environ.get("INSPECTNET_DEBUG", "") not in ("", "0")
+
+
+def _os_error(e: OSError) -> InspectnetError:
+    """An ``OSError`` that no writer translated (a library's own file): the path and why."""
+    from .io import storage_error
+
+    if e.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                   getattr(errno, "EDQUOT", errno.ENOSPC)) and e.filename:
+        return storage_error(e, e.filename)
+    return InspectnetError(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user errors into one clear line instead of a traceback."""
+    """Turn user errors into one clear line and the documented exit status, instead of a
+    traceback (which ``--debug`` keeps)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise  # typer.Exit, usage errors: click prints them and knows their status
         except TrainingInterrupted as e:
             # Not a failure of the user's: the checkpoint is saved; 128 + signal, as a shell reports it.
             err.print(f"[yellow]{e}[/]", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
-        except InspectnetError as e:
-            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-            raise typer.Exit(2) from None
         except KeyboardInterrupt:
+            if _debugging():
+                raise
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except Exception as e:  # noqa: BLE001 - the one place that decides what the user sees
+            if _debugging():
+                raise
+            if isinstance(e, OSError):
+                e = _os_error(e)
+            if isinstance(e, InspectnetError):
+                err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+                raise typer.Exit(e.exit_code) from None
+            err.print(f"[bold red]internal error:[/] {escape(f'{type(e).__name__}: {e}')} "
+                      "(run with --debug for the traceback)", soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _must_exist(path: Path | None, what: str) -> None:
+    """A path argument that does not exist is a usage error (status 2), as for ``ls``."""
+    if path is not None and not Path(path).exists():
+        raise ConfigError(f"{what} {path} does not exist")
+
+
+def _run_arg(run: Path) -> Path:
+    if not Path(run).exists():
+        raise ConfigError(f"{run} is not a run folder: it does not exist (train one with `inspectnet train`)")
+    return run
 
 
 def _fmt(v: Any) -> str:
@@ -133,6 +190,9 @@ def train(
     target_recall: Optional[float] = typer.Option(None, "--target-recall"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in RUN/skipped.csv)."),
     allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Train although images repeat across splits."),
+    allow_label_conflicts: bool = typer.Option(False, "--allow-label-conflicts",
+                                               help="Train although one image (path or content) carries two labels."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (else train refuses)."),
     config: Optional[Path] = typer.Option(None, "--config", help="A config.yaml to start from (e.g. a run's)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
     devices: Optional[int] = typer.Option(None, "--devices", help="Processes per node (GPUs, or CPU processes); >1 with --strategy ddp."),
@@ -145,16 +205,25 @@ def train(
     from .config import TrainConfig
     from .train.run import train as do_train
 
+    _must_exist(data, "data path")
     base = TrainConfig.load(config) if config else None
     if resume is not None:
+        _must_exist(resume, "run folder")
         base = TrainConfig.load(resume / "config.yaml")
         out_dir = resume
-    res = do_train(str(data) if data else None, config=base, out=out_dir, quiet=quiet, resume=resume is not None,
-                   approach=approach, model=model, weights=weights, epochs=epochs, img_size=img_size,
-                   batch_size=batch_size, lr=lr, optimizer=optimizer, unfreeze=unfreeze, seed=seed, device=device,
-                   positive=positive, patience=patience, tta_views=tta_views, target_recall=target_recall,
-                   precision=precision, pool=pool, skip_bad=skip_bad or None, allow_leakage=allow_leakage or None, devices=devices,
-                   num_nodes=num_nodes, strategy=strategy, cache_mb=cache_mb)
+    flags = dict(approach=approach, model=model, weights=weights, epochs=epochs, img_size=img_size,
+                 batch_size=batch_size, lr=lr, optimizer=optimizer, unfreeze=unfreeze, seed=seed, device=device,
+                 positive=positive, patience=patience, tta_views=tta_views, target_recall=target_recall,
+                 precision=precision, pool=pool, skip_bad=skip_bad or None, allow_leakage=allow_leakage or None,
+                 allow_label_conflicts=allow_label_conflicts or None, overwrite=overwrite or None,
+                 devices=devices, num_nodes=num_nodes, strategy=strategy, cache_mb=cache_mb)
+    try:
+        res = do_train(str(data) if data else None, config=base, out=out_dir, quiet=quiet, resume=resume is not None,
+                       **flags)
+    except ConfigError as e:
+        if e.key and flags.get(e.key) is not None:  # a value given as a flag: name the flag
+            raise ConfigError(f"--{e.key.replace('_', '-')}: {e}", key=e.key) from None
+        raise
     if not res.is_global_zero:
         return  # another rank of a DDP job: rank 0 reports
     out.print(metrics_table(res.metrics, f"{res.config.approach} · {res.card.architecture} · {res.train_seconds:.0f} s training"))
@@ -176,6 +245,11 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
     """Metrics (and the HTML report) of a trained run on its own test split or on other data."""
     from .evaluate.run import evaluate as do_eval
 
+    _run_arg(run)
+    if split not in ("test", "val", "train", "all"):
+        raise ConfigError(f"--split {split!r}: choose test, val, train or all")
+    _must_exist(data, "data path")
+    _must_exist(masks, "masks")
     m = do_eval(run, data=data, split=split, device=device, out=json_out)
     out.print(metrics_table(m, f"evaluate {run}"))
     out.print(f"written: {m['_written_to']}")
@@ -203,24 +277,32 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
 def predict(run: Path = typer.Argument(..., help="Run folder."),
             inputs: list[str] = typer.Argument(..., help="Image files, folders or globs."),
             fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv (stdout)"),
-            batch_size: int = typer.Option(32, "--batch-size"),
+            batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
+            workers: int = typer.Option(2, "--workers", min=1, help="Decoding threads."),
             device: str = typer.Option("cpu", "--device"),
             engine: str = typer.Option("auto", "--engine", help="auto (ONNX Runtime when exported) | torch | onnx"),
             output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                                  help="Write rows to a .csv or .jsonl file as they come (stdout: summary)."),
+                                                  help="Write rows to a .csv or .jsonl file as they come (stderr: summary)."),
             resume: bool = typer.Option(False, "--resume", help="Skip the files already in --output; append the rest."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
             shard: Optional[str] = typer.Option(None, "--shard", help="i/n: the i-th of n disjoint slices (1-based) of the sorted inputs."),
             cam: Optional[Path] = typer.Option(None, "--cam", help="Folder for LayerCAM heatmap overlays (torch engine)."),
+            skip_bad: bool = typer.Option(False, "--skip-bad", help="Exit 0 although some inputs cannot be read "
+                                          "(each still gets a row with its error)."),
             progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on for 100+ images).")) -> None:
-    """Classify images with a trained run."""
-    from .predict import (ResultWriter, csv_header, csv_row, expand_inputs, make_predictor, parse_shard,
-                          run_predictions, shard_paths)
+    """Classify images with a trained run.
+
+    Ends with "N inspected, K flagged, M unreadable" (on stderr, unless the output is the
+    table). Exit status: 0 every input classified; 1 some could not be read (their rows carry
+    the error; --skip-bad exits 0 anyway) or the model cannot be used; 2 a usage error.
+    """
+    from .predict import ResultWriter, expand_inputs, make_predictor, parse_shard, run_predictions, shard_paths
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter(f"--format {fmt!r}: choose table, json or csv")
     if resume and output is None:
         raise typer.BadParameter("--resume needs --output FILE (the file to continue)")
+    _run_arg(run)
     paths = shard_paths(expand_inputs(inputs), parse_shard(shard))
     if cam is not None and engine == "auto":
         engine = "torch"  # Grad-CAM needs gradients; ONNX Runtime has none
@@ -229,45 +311,55 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
     writer = ResultWriter(output, pos, resume=resume, overwrite=overwrite) if output is not None else None
     show = progress if progress is not None else len(paths) >= 100
     try:
-        rows = run_predictions(pred, paths, batch_size=batch_size, writer=writer, cam_dir=cam, progress=show)
-        if writer is not None:
-            n = flagged = errors = 0
-            for r in rows:
-                n += 1
-                flagged += r["verdict"] == pos
-                errors += r["error"] is not None
-            skipped = len(paths) - n
-            out.print(f"{n} inspected, {flagged} flagged {pos}, {errors} unreadable"
-                      + (f", {skipped} already in the file" if skipped else "") + f" -> {output} ({pred.engine} engine)", soft_wrap=True)
-            return
-        if fmt == "json":
-            for r in rows:
-                sys.stdout.write(json.dumps(r) + "\n")
-                sys.stdout.flush()
-            return
-        if fmt == "csv":
-            import csv
-
-            w = csv.writer(sys.stdout, lineterminator="\n")
-            w.writerow(csv_header(pos))
-            for r in rows:
-                w.writerow(csv_row(r, pos))
-            return
-        t = Table("image", "verdict", f"p({pos})", "class", "probability", title=f"threshold {pred.card.threshold:.3f}")
-        n = flagged = 0
-        for r in rows:
-            n += 1
-            if r["error"]:
-                t.add_row(r["path"], f"[red]error: {r['error']}[/]", "", "", "")
-                continue
-            flagged += r["verdict"] == pos
-            style = "red" if r["verdict"] == pos else "green"
-            t.add_row(r["path"], f"[{style}]{r['verdict']}[/]", _fmt(r[f"p_{pos}"]), r["class"], _fmt(r["probability"]))
-        out.print(t)
-        out.print(f"{n} inspected, {flagged} flagged {pos}")
+        rows = run_predictions(pred, paths, batch_size=batch_size, writer=writer, cam_dir=cam, progress=show,
+                               workers=workers)
+        n, flagged, errors = _emit_rows(rows, None if writer is not None else fmt, pos, pred.card.threshold)
     finally:
         if writer is not None:
             writer.close()
+    skipped = len(paths) - n
+    line = (f"{n} inspected, {flagged} flagged {pos}, {errors} unreadable"
+            + (f", {skipped} already in the file" if skipped else "")
+            + (f" -> {output} ({pred.engine} engine)" if writer is not None else ""))
+    (out if fmt == "table" and writer is None else err).print(line, soft_wrap=True, markup=False)
+    if errors and not skip_bad:
+        err.print(f"[bold red]error:[/] {errors} of {n} input(s) could not be classified (their rows say why); "
+                  "pass --skip-bad to exit 0 anyway", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _emit_rows(rows: Any, fmt: str | None, pos: str, threshold: float) -> tuple[int, int, int]:
+    """Print rows to stdout as ``fmt`` (``None``: they went to a file); count them, the flagged
+    and the unreadable ones."""
+    import csv
+
+    from .predict import csv_header, csv_row
+    from .predict.stream import json_line
+
+    table = Table("image", "verdict", f"p({pos})", "class", "probability", title=f"threshold {threshold:.3f}")
+    w = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
+    if w is not None:
+        w.writerow(csv_header(pos))
+    n = flagged = errors = 0
+    for r in rows:
+        n += 1
+        errors += r["error"] is not None
+        flagged += r["verdict"] == pos
+        if fmt == "json":
+            sys.stdout.write(json_line(r))
+            sys.stdout.flush()
+        elif w is not None:
+            w.writerow(csv_row(r, pos))
+            sys.stdout.flush()  # rows stream to a pipe as they come, ahead of the summary on stderr
+        elif fmt == "table" and r["error"]:
+            table.add_row(escape(r["path"]), f"[red]error: {escape(r['error'])}[/]", "", "", "")
+        elif fmt == "table":
+            style = "red" if r["verdict"] == pos else "green"
+            table.add_row(escape(r["path"]), f"[{style}]{r['verdict']}[/]", _fmt(r[f"p_{pos}"]), r["class"],
+                          _fmt(r["probability"]))
+    if fmt == "table":
+        out.print(table)
+    return n, flagged, errors
 
 
 @app.command()
@@ -287,7 +379,7 @@ def synth(out_dir: Path = typer.Argument(..., help="Output folder."),
         p = generate(out_dir, n=n, seed=seed, difficulty=difficulty, size=size, with_empty=with_empty,
                      grayscale=grayscale, damaged_fraction=damaged_fraction, jpeg_quality=jpeg_quality, workers=workers)
     except ValueError as e:
-        raise InspectnetError(str(e)) from None
+        raise ConfigError(str(e)) from None  # an option out of range: a usage error
     out.print(f"wrote {n} images to [bold]{p}[/] (preview: {p / 'preview.png'})")
 
 
@@ -333,11 +425,15 @@ def doctor(data: Path = typer.Argument(..., help="Folder of class folders, train
            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
     """What is wrong with a data set, before training: bad files, duplicates, leakage, imbalance.
 
-    Exit status: 0 no problems, 1 problems found, 2 the data cannot be read at all.
+    Exit status: 0 no problems; 1 problems found, or the data cannot be listed at all (a
+    broken CSV, an empty class folder); 2 a usage error (a path that does not exist, a bad option).
     """
     from .data.doctor import diagnose, doctor_tables, write_fix_report
     from .io import atomic_write_json
 
+    _must_exist(data, "data path")
+    if not 0 <= near_threshold <= 32:
+        raise ConfigError(f"--near-threshold {near_threshold} is out of range; allowed: 0..32 bits of 64")
     rep = diagnose(data, near_threshold=near_threshold, progress=not quiet)
     for t in doctor_tables(rep):
         out.print(t)
@@ -384,14 +480,17 @@ def explain(run: Path = typer.Argument(..., help="Run folder."),
             device: str = typer.Option("cpu", "--device")) -> None:
     """Grad-CAM, Grad-CAM++ and LayerCAM overlays, first-layer filters and feature maps, per image."""
     from .bundle import load_model
-    from .data.decode import decode_image, resize_uint8
+    from .data.decode import DecodeError, decode_image, resize_uint8
     from .explain import explain_image
     from .predict import expand_inputs
 
-    lm = load_model(run, device=device)
+    lm = load_model(_run_arg(run), device=device)
     t = Table("image", "predicted", "probability", "files")
     for path in expand_inputs(images):
-        full = decode_image(path)
+        try:
+            full = decode_image(path)
+        except DecodeError as e:
+            raise DecodeError(f"{path}: {e}") from None
         small = resize_uint8(full, lm.card.img_size)
         res = explain_image(lm.network, small.permute(1, 2, 0).numpy(), out_dir, path.stem, layer=layer,
                             class_names=lm.card.classes, display_image=full.permute(1, 2, 0).numpy())
@@ -410,7 +509,7 @@ def export(run: Path = typer.Argument(..., help="Run folder."),
 
     if fmt != "onnx":
         raise typer.BadParameter(f"--format {fmt!r}: only onnx is supported")
-    path = export_onnx(run, opset=opset)
+    path = export_onnx(_run_arg(run), opset=opset)
     out.print(f"wrote [bold]{path}[/] (input 'image': float32 [0,1] NCHW, dynamic batch; output 'logits'); "
               "`inspectnet predict` and `serve` now use it on CPU")
 
@@ -419,25 +518,39 @@ def export(run: Path = typer.Argument(..., help="Run folder."),
 @friendly
 def serve(run: Path = typer.Argument(..., help="Run folder."),
           host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 = every one)."),
-          port: int = typer.Option(8000, "--port"),
+          port: int = typer.Option(8000, "--port", help="TCP port, 1..65535."),
           token: Optional[str] = typer.Option(None, "--token", envvar="INSPECTNET_TOKEN",
                                               help="Require 'Authorization: Bearer TOKEN' on /v1/*."),
-          workers: Optional[int] = typer.Option(None, "--workers", help="Inference threads (default: one per core; cores are shared among them)."),
+          workers: Optional[int] = typer.Option(None, "--workers", help="Inference threads taking batches (default: one per core; the cores are shared among them)."),
           engine: str = typer.Option("auto", "--engine", help="auto | torch | onnx"),
-          max_upload_mb: float = typer.Option(20, "--max-upload-mb", help="Largest request body."),
-          max_batch: int = typer.Option(32, "--max-batch", help="Most images per request."),
-          queue_size: int = typer.Option(16, "--queue-size", help="Requests waiting beyond the busy workers; more get 503.")) -> None:
-    """REST API (/v1/predict, /v1/model, /docs) and the inspection web page (/)."""
-    import uvicorn
+          max_upload_mb: float = typer.Option(20, "--max-upload-mb", help="Largest request body, MB."),
+          max_batch: int = typer.Option(32, "--max-batch", help="Most images in one inference batch (and per request)."),
+          batch_wait_ms: float = typer.Option(3.0, "--batch-wait-ms", help="How long a batch waits for more images after its first."),
+          max_wait_ms: float = typer.Option(1000.0, "--max-wait-ms", help="Admit a request only when its expected wait is below this; else 503 + Retry-After."),
+          grace: float = typer.Option(10.0, "--grace", help="On SIGTERM: seconds to answer the admitted requests before exiting."),
+          queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Optional hard cap: requests beyond workers + this get 503.")) -> None:
+    """REST API (/v1/predict, /v1/model, /docs) and the inspection web page (/).
 
-    from .serve.app import create_app
+    Images of requests arriving together share one inference batch; a request is admitted
+    when its expected wait is under --max-wait-ms (503 with Retry-After otherwise). SIGTERM
+    drains: every admitted request is answered, then the exit status is 0.
+    """
+    from .errors import ConfigError
+    from .serve.app import check_limits, create_app, run_server
 
+    try:
+        check_limits(max_upload_mb, max_batch, 1 if workers is None else workers, batch_wait_ms, max_wait_ms, queue_size, grace, port)
+    except ConfigError as e:  # a usage error (exit 2) naming the flag, before the model loads
+        flag, _, reason = str(e).partition(" ")
+        raise typer.BadParameter(reason, param_hint=flag) from None
     app_ = create_app(run, engine=engine, token=token, max_upload_mb=max_upload_mb, max_batch=max_batch,
-                      queue_size=queue_size, workers=workers)
+                      queue_size=queue_size, workers=workers, batch_wait_ms=batch_wait_ms, max_wait_ms=max_wait_ms)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone on the network can use it")
     out.print(f"inspectnet serving {run} on http://{host}:{port}/  (API docs: /docs)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    code = run_server(app_, host=host, port=port, grace=grace)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epoch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    common.setdefault("overwrite", True)  # compare owns its folders: running it again refreshes them
     rows: list[dict[str, Any]] = []
     split_source: str | Path = data
     for approach in approaches or list_approaches():

@@ -224,3 +224,35 @@ def test_cli_exit_codes_json_and_fix_report(clean: Path, tmp_path: Path) -> None
 
     res = runner.invoke(app, ["doctor", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+# ------------------------------------------------------------------ the checks train runs (data/doctor/training.py)
+
+def test_check_for_training_drops_repeated_rows_and_refuses_what_ruins_a_model(clean: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from inspectnet.data.doctor import check_for_training
+
+    cfg = SimpleNamespace(allow_leakage=False, allow_label_conflicts=False)
+    samples = discover(clean)
+    n = len(samples)
+    kept, warnings = check_for_training(samples + [Sample(s.path, s.label, s.split) for s in samples[:3]], cfg)
+    assert len(kept) == n and len(warnings) == 1 and "dropped 3 duplicate row(s)" in warnings[0]
+
+    relabelled = samples + [Sample(samples[0].path, "intact", "train")]  # one path, two labels
+    with pytest.raises(DataError, match="1 image.* more than one label.*--allow-label-conflicts") as e:
+        check_for_training(relabelled, cfg)
+    assert str(samples[0].path) in str(e.value)
+    kept, warnings = check_for_training(relabelled, SimpleNamespace(allow_leakage=False, allow_label_conflicts=True))
+    assert len(kept) == n + 1 and "more than one label" in warnings[0]
+
+    shutil.copy(samples[0].path, tmp_path / "copy.png")  # identical content, the other label
+    with pytest.raises(DataError, match="identical content") as e:
+        check_for_training(samples + [Sample(tmp_path / "copy.png", "intact", "train")], cfg)
+    assert "copy.png" in str(e.value)
+
+    no_val = [s for s in samples if not (s.label == "damaged" and s.split == "val")]
+    with pytest.raises(DataError, match=r"'damaged' has 8 image\(s\) \(train 4, val 0, test 4\)"):
+        check_for_training(no_val, cfg)
+    # The doctor says the same of that set: one code path.
+    assert any("split val has no images of class(es) damaged" in m for m in cheap_checks(no_val))

@@ -48,3 +48,21 @@ def test_positive_class_rules() -> None:
 
     with pytest.raises(ConfigError, match="positive class 'x' is not one of the classes a, b"):
         pick_positive(["a", "b"], requested="x")
+
+
+def test_metrics_json_is_strict_json_where_a_metric_is_undefined(tmp_path) -> None:
+    import json
+
+    from inspectnet.io import atomic_write_json
+
+    classes = ["damaged", "intact"]
+    y = np.array([1, 1, 1])  # no damaged part in this split: ROC-AUC and recall are undefined
+    probs = np.array([[0.2, 0.8], [0.1, 0.9], [0.6, 0.4]])
+    m = compute_metrics(y, probs, classes, "damaged")
+    m["at_threshold"] = metrics_at_threshold(y, probs[:, 0], 0, 0.5)
+    m["calibration_gap"] = float("nan")  # whatever a metric leaves undefined
+    m["scores"] = np.array([0.5, np.inf])
+    path = atomic_write_json(tmp_path / "metrics.json", m)
+    back = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert back["roc_auc"] is None and back["calibration_gap"] is None and back["scores"] == [0.5, None]
+    assert back["accuracy"] == pytest.approx(2 / 3)

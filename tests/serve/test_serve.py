@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,10 +19,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
 from conftest_serve import bomb_png, png_bytes, running_server, seed_run, toy_images, truncated_png  # noqa: F401
 from inspectnet.predict import BasePredictor, Predictor, expand_inputs, make_predictor
-from inspectnet.serve.app import create_app
+from inspectnet.errors import DataError, InspectnetError
+from inspectnet.data.decode import resize_uint8
+from inspectnet.serve.app import UploadError, create_app, decode_upload
 from inspectnet.serve.ready import free_port, wait_ready
 
 TOKEN = "s3cret-token"
@@ -217,6 +223,7 @@ def test_serve_command_runs_uvicorn(seed_run: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+    assert proc.returncode == 0  # SIGTERM is a clean, drained stop, not death by signal
 
 
 def test_wait_ready_stops_when_the_server_died() -> None:
@@ -225,3 +232,218 @@ def test_wait_ready_stops_when_the_server_died() -> None:
     with pytest.raises(RuntimeError, match="exited before it was ready"):
         wait_ready(f"http://127.0.0.1:{free_port()}", timeout=30, alive=lambda: False)
     assert time.monotonic() - t0 < 5
+
+
+# ---------------------------------------------------------------- batching, admission, drain
+
+
+def _post_all(url: str, n_threads: int, per_thread: int, timeout: float = 60) -> list[httpx.Response]:
+    """``n_threads`` concurrent clients, each sending ``per_thread`` single-image POSTs."""
+    out: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=url, timeout=timeout) as c:
+            mine = [c.post("/v1/predict", files=_files((f"{k}_{i}.png", png_bytes(value=40 + k))))
+                    for i in range(per_thread)]
+        with lock:
+            out.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_concurrent_clients_share_batches(seed_run: Path, onnx_pred: BasePredictor) -> None:
+    # 20 ms per batch, whatever its size: requests pile up while one runs, and must
+    # leave together in the next batch instead of one by one.
+    app = create_app(seed_run, predictor=SlowPredictor(onnx_pred, 0.02), max_wait_ms=30_000)
+    with running_server(app) as url:
+        responses = _post_all(url, 20, 10)
+        assert [r.status_code for r in responses] == [200] * 200, {r.status_code for r in responses}
+        assert all(len(r.json()["results"]) == 1 for r in responses)
+        assert max(r.json()["batch_size"] for r in responses) > 1
+        stats = httpx.get(f"{url}/readyz").json()["batcher"]
+        assert stats["images"] >= 200 and stats["batches"] < stats["images"], stats
+        assert stats["mean_batch"] > 1 and stats["largest_batch"] > 1, stats
+        assert stats["queued_images"] == 0 and stats["pending_requests"] == 0  # nothing leaked
+        assert httpx.get(f"{url}/v1/stats").json()["batcher"]["batches"] == stats["batches"]
+
+
+def test_batched_results_match_one_by_one(server: str, onnx_pred: BasePredictor) -> None:
+    # Each request gets its own rows of the shared batch, in its own order.
+    responses = _post_all(server, 8, 3)
+    for r in responses:
+        assert r.status_code == 200, r.text
+        name = r.json()["results"][0]["name"]
+        k = int(name.split("_")[0])
+        x = resize_uint8(decode_upload(png_bytes(value=40 + k)), onnx_pred.img_size)
+        want = onnx_pred.predict_batch(x[None])[0]
+        assert abs(r.json()["results"][0]["p_positive"] - float(want[onnx_pred.card.positive_index])) < 1e-3
+
+
+def test_torch_engine_heatmaps_while_batches_run(seed_run: Path) -> None:
+    # Heatmaps run beside the batcher: they must not share its network (LayerCAM's hooks).
+    app = create_app(seed_run, engine="torch")
+    with running_server(app) as url:
+        out: list[httpx.Response] = []
+
+        def client(k: int) -> None:
+            with httpx.Client(base_url=url, timeout=60) as c:
+                out.extend(c.post("/v1/predict", params={"cam": str(i % 2 == 0).lower()},
+                                  files=_files((f"{k}.png", png_bytes(value=30 * k)))) for i in range(4))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [r.status_code for r in out] == [200] * 16, [r.text[:200] for r in out if r.status_code != 200]
+        assert sum("heatmap_png" in r.json()["results"][0] for r in out) == 8
+        # With efficientnet_lite0, 37 of 100 heatmaps failed while sharing the network
+        # with a thread running batches ("differentiated Tensor ... not used in the graph").
+        svc = app.state.service
+        assert svc.cam_predictor().network is not svc.predictor.network
+
+
+def test_overload_sheds_503_with_retry_after(seed_run: Path, onnx_pred: BasePredictor) -> None:
+    app = create_app(seed_run, predictor=SlowPredictor(onnx_pred, 0.05), max_wait_ms=1)
+    with running_server(app) as url:
+        responses = _post_all(url, 20, 5)
+        codes = [r.status_code for r in responses]
+        busy = [r for r in responses if r.status_code == 503]
+        assert set(codes) <= {200, 503}, codes  # no other 5xx, no 4xx
+        assert busy and codes.count(200) >= 1, codes
+        for r in busy:
+            assert int(r.headers["retry-after"]) >= 1 and "expected wait" in r.json()["detail"]
+        # Shedding is not an outage: once the backlog is gone the wait is 0, and it admits.
+        assert httpx.post(f"{url}/v1/predict", files=_files(("a.png", png_bytes())), timeout=30).status_code == 200
+        assert httpx.get(f"{url}/readyz").json()["shed"] == len(busy)
+
+
+class NaNFor(BasePredictor):
+    """Non-finite probabilities for images brighter than ``above`` (all of them: -1)."""
+
+    def __init__(self, inner: BasePredictor, above: float = -1) -> None:
+        self.inner, self.above, self.card, self.engine = inner, above, inner.card, inner.engine
+
+    def predict_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        p = np.array(self.inner.predict_batch(images))
+        p[torch.as_tensor(images).float().mean(dim=(1, 2, 3)).numpy() > self.above] = np.nan
+        return p
+
+
+def _wait_warm_up(c: TestClient) -> httpx.Response:
+    for _ in range(200):  # bounded: 10 s
+        r = c.get("/readyz")
+        if r.status_code == 200 or "warming" not in r.json().get("reason", ""):
+            return r
+        time.sleep(0.05)
+    raise AssertionError("warm-up did not end")
+
+
+def test_non_finite_model_stays_unready(seed_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A model whose outputs are NaN (as NaN weights give): in-process, no socket needed.
+    pred = make_predictor(seed_run)
+    monkeypatch.setattr(pred, "predict_batch", lambda x: np.full((len(x), 2), np.nan, np.float32))
+    with TestClient(create_app(seed_run, predictor=pred)) as c:
+        r = _wait_warm_up(c)
+        assert r.status_code == 503 and r.json()["ready"] is False
+        assert "non-finite outputs" in r.json()["reason"] and "NaN" in r.json()["reason"]
+        assert "retry-after" not in r.headers  # it will not heal by waiting
+        p = c.post("/v1/predict", files=_files(("a.png", png_bytes())))
+        assert p.status_code == 503 and "non-finite" in p.json()["detail"]
+        assert c.get("/healthz").status_code == 200  # alive, only not ready
+
+
+def test_non_finite_output_for_an_upload_is_422(seed_run: Path, onnx_pred: BasePredictor) -> None:
+    with TestClient(create_app(seed_run, predictor=NaNFor(onnx_pred, above=200))) as c:
+        assert _wait_warm_up(c).status_code == 200  # the warm-up image is finite
+        ok = c.post("/v1/predict", files=_files(("dark.png", png_bytes(value=100))))
+        assert ok.status_code == 200
+        r = c.post("/v1/predict", files=_files(("dark.png", png_bytes(value=100)), ("white.png", png_bytes(value=255))))
+        assert r.status_code == 422 and "file 2 of 2 ('white.png')" in r.json()["detail"]
+        assert "non-finite" in r.json()["detail"]
+        json.loads(r.text)  # strict JSON: no NaN anywhere
+        assert c.get("/readyz").status_code == 200
+
+
+def test_upload_error_is_an_inspectnet_error() -> None:
+    e = UploadError(415, "not an image")
+    assert isinstance(e, DataError) and isinstance(e, InspectnetError)
+    assert e.status == 415 and e.reason == "not an image" and str(e) == "not an image"
+
+
+_DRAIN_SCRIPT = """
+import sys, time
+import numpy as np
+from inspectnet.predict import BasePredictor, make_predictor
+from inspectnet.serve.app import create_app, run_server
+
+class Slow(BasePredictor):
+    def __init__(self, inner):
+        self.inner, self.card, self.engine = inner, inner.card, inner.engine
+    def predict_batch(self, images):
+        if images.float().mean() > 0:  # not the warm-up
+            time.sleep(1.0)
+        return self.inner.predict_batch(images)
+
+run, port = sys.argv[1], int(sys.argv[2])
+sys.exit(run_server(create_app(run, predictor=Slow(make_predictor(run)), max_batch=4), port=port, grace=20))
+"""
+
+
+def test_sigterm_answers_every_admitted_request_and_exits_0(seed_run: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _DRAIN_SCRIPT, str(seed_run), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def hit(k: int) -> None:
+        r = httpx.post(f"{url}/v1/predict", files=_files((f"{k}.png", png_bytes(value=50 + k))), timeout=60)
+        with lock:
+            results.append(r)
+
+    try:
+        wait_ready(url, 60, alive=lambda: proc.poll() is None)
+        threads = [threading.Thread(target=hit, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for _ in range(100):  # bounded: until all 8 are admitted (two batches of 4, 1 s each)
+            if httpx.get(f"{url}/readyz").json()["in_flight"] == 8:
+                break
+            time.sleep(0.05)
+        t_sig = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.4)
+        with pytest.raises(httpx.TransportError):  # stopped accepting: nothing new gets in
+            httpx.get(f"{url}/healthz", timeout=2)
+        for t in threads:
+            t.join(timeout=30)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = proc.stdout.read().decode()
+    assert [r.status_code for r in results] == [200] * 8, log[-2000:]
+    assert rc == 0 and time.monotonic() - t_sig < 20, log[-2000:]
+    assert "answered 8 of 8 admitted requests" in log
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--max-batch", "0"], "--max-batch"), (["--max-wait-ms", "0"], "--max-wait-ms"), (["--grace", "-1"], "--grace"),
+    (["--max-upload-mb", "0"], "--max-upload-mb"), (["--port", "0"], "--port"), (["--port", "65536"], "--port"),
+    (["--workers", "0"], "--workers"), (["--batch-wait-ms", "-1"], "--batch-wait-ms"),
+])
+def test_serve_options_are_validated(seed_run: Path, args: list[str], flag: str) -> None:
+    from inspectnet.cli import app as cli
+
+    r = CliRunner().invoke(cli, ["serve", str(seed_run), *args])
+    assert r.exit_code == 2, r.output
+    assert flag in r.output and "Invalid value" in r.output

@@ -120,8 +120,8 @@ def test_predict_files_folders_globs(runs: dict[str, Path], data: Path, fmt: str
         assert verdicts[0] == "damaged"
         assert sum(v == "intact" for v in verdicts[1:61]) >= 50  # the intact folder
     elif fmt == "csv":
-        assert res.output.splitlines()[0].startswith("path,verdict,class,probability,p_damaged")
-        assert len(res.output.strip().splitlines()) == 72
+        assert res.stdout.splitlines()[0].startswith("path,verdict,class,probability,p_damaged")
+        assert len(res.stdout.strip().splitlines()) == 72  # stderr has the summary line
     else:
         assert "71 inspected" in res.output
 

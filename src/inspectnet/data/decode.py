@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from ..errors import DataError
+
 # A 20000x20000 image is 400 MP; refuse decompression bombs by name rather than by OOM.
 MAX_PIXELS = 120_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -28,8 +30,11 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
                         category=DeprecationWarning)
 
 
-class DecodeError(Exception):
-    """Raised with the reason a file cannot be decoded (the caller adds the path)."""
+class DecodeError(DataError):
+    """Raised with the reason a file cannot be decoded (the caller adds the path).
+
+    A :class:`~inspectnet.errors.DataError`: the CLI reports it as one line, exit status 1.
+    """
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:

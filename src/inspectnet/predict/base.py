@@ -16,7 +16,10 @@ import torch
 
 from ..bundle import ModelCard
 from ..data.decode import DecodeError, load_resized
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
+
+#: The error of a row whose probabilities came out NaN or infinite.
+NOT_FINITE = "model output is not finite (NaN or inf); the model or this image is broken"
 
 #: One decoded input of a batch: ``(path, image, error, probabilities)``; the image and the
 #: probabilities are None when the file could not be read, the error is None otherwise.
@@ -78,7 +81,12 @@ class BasePredictor:
                          "(use --engine torch, or drop --cam)")
 
     def result(self, path: str, probs: np.ndarray) -> dict[str, Any]:
+        """The result row of one image; an error row when the network's output is not finite
+        (NaN or inf never reaches a CSV or JSON row)."""
         c = self.card
+        if not np.isfinite(probs).all():
+            return {**self.error_row(path, NOT_FINITE), f"p_{c.positive_class}": None, "probabilities": None,
+                    "threshold": c.threshold}
         return {
             "path": path,
             "class": c.classes[int(probs.argmax())],
@@ -100,8 +108,15 @@ class BasePredictor:
 
         The lower-level form of :meth:`predict_paths` for callers that need the decoded
         image as well (Grad-CAM overlays). Decoding of the next batch overlaps with
-        inference of this one.
+        inference of this one. An image whose probabilities are not finite comes with the
+        error :data:`NOT_FINITE` (and its probabilities, for callers that look).
+
+        Raises:
+            ConfigError: ``batch_size`` or ``workers`` below 1.
         """
+        for name, v in (("batch_size", batch_size), ("workers", workers)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name}={v!r} must be an integer of at least 1", key=name)
         size = self.img_size
 
         def load(p: Path) -> tuple[Path, torch.Tensor | None, str | None]:
@@ -110,9 +125,8 @@ class BasePredictor:
             except DecodeError as e:
                 return p, None, str(e)
 
-        batch_size = max(int(batch_size), 1)
         chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             # Submit the next batch's files before running this one: decoding (I/O and
             # Pillow, which release the GIL) overlaps with inference.
             ahead = [pool.submit(load, p) for p in chunks[0]] if chunks else []
@@ -122,7 +136,9 @@ class BasePredictor:
                 chunk = [f.result() for f in current]
                 good = [t for _, t, _ in chunk if t is not None]
                 probs = iter(self.predict_batch(torch.stack(good)) if good else ())
-                yield [(p, t, e, next(probs) if t is not None else None) for p, t, e in chunk]
+                items = [(p, t, e, next(probs) if t is not None else None) for p, t, e in chunk]
+                yield [(p, t, NOT_FINITE if q is not None and not np.isfinite(q).all() else e, q)
+                       for p, t, e, q in items]
 
     def predict_paths(self, paths: list[Path], batch_size: int = 32,
                       workers: int = 2) -> Iterator[dict[str, Any]]:

@@ -26,7 +26,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
+from ..io import make_dir, storage_error
 from .base import BasePredictor
 
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -123,19 +124,25 @@ class ResultWriter:
         if exists and not (resume or overwrite):
             raise ConfigError(f"--output {self.path} already exists; pass --resume to continue it "
                               "or --overwrite to start again")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if exists and resume:
+        make_dir(self.path.parent)
+        try:
+            self._open(exists and resume)
+        except OSError as e:
+            raise storage_error(e, self.path) from None
+
+    def _open(self, resume: bool) -> None:
+        if resume:
             keep = _complete_prefix(self.path)
             with open(self.path, "r+b") as f:
                 f.truncate(keep)  # drop a row cut off by the interruption
             self.done = self._read_done()
             self._f: IO[str] = open(self.path, "a", encoding="utf-8", newline="")
             if keep == 0 and self.fmt == "csv":
-                self._write_line(csv_header(positive_class))
+                self._write_line(csv_header(self.positive_class))
         else:
             self._f = open(self.path, "w", encoding="utf-8", newline="")
             if self.fmt == "csv":
-                self._write_line(csv_header(positive_class))
+                self._write_line(csv_header(self.positive_class))
 
     def _read_done(self) -> set[str]:
         done: set[str] = set()
@@ -166,25 +173,46 @@ class ResultWriter:
         self._f.flush()
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append one row and flush it to the OS (it survives the process being killed)."""
-        if self.fmt == "csv":
-            self._write_line(csv_row(row, self.positive_class))
-        else:
-            self._f.write(json.dumps(row) + "\n")
-            self._f.flush()
+        """Append one row and flush it to the OS (it survives the process being killed).
+
+        Raises:
+            StorageError: the file cannot be written (full disk...); the rows before stay,
+                and ``--resume`` drops a half-written last line.
+        """
+        try:
+            if self.fmt == "csv":
+                self._write_line(csv_row(row, self.positive_class))
+            else:
+                self._f.write(json_line(row))
+                self._f.flush()
+        except OSError as e:
+            raise storage_error(e, self.path) from None
         self.done.add(row["path"])
 
     def close(self) -> None:
         if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            try:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            except OSError as e:
+                raise storage_error(e, self.path) from None
+            finally:
+                try:
+                    self._f.close()
+                except OSError:
+                    pass  # the flush above already said why
 
     def __enter__(self) -> ResultWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """One result as a JSON line. Strict JSON: a NaN that slipped through raises instead of
+    writing a token no JSON reader accepts (rows carry ``None`` where there is no number)."""
+    return json.dumps(row, allow_nan=False) + "\n"
 
 
 def cam_filename(path: Path, taken: set[str]) -> str:
@@ -198,7 +226,7 @@ def cam_filename(path: Path, taken: set[str]) -> str:
 
 def run_predictions(pred: BasePredictor, paths: list[Path], *, batch_size: int = 32,
                     writer: ResultWriter | None = None, cam_dir: str | Path | None = None,
-                    progress: bool = False) -> Iterator[dict[str, Any]]:
+                    progress: bool = False, workers: int = 2) -> Iterator[dict[str, Any]]:
     """Classify ``paths`` (minus those ``writer.done`` already holds) and yield each row.
 
     Rows are written to ``writer`` before they are yielded, so whatever the caller has seen
@@ -212,21 +240,22 @@ def run_predictions(pred: BasePredictor, paths: list[Path], *, batch_size: int =
         cam_dir: Write a Grad-CAM overlay per image there (``<stem>.png``); torch engine
             only. Rows then carry a ``cam`` path.
         progress: Show a rich progress bar on stderr.
+        workers: Decoding threads.
 
     Raises:
-        ModelError: ``cam_dir`` with an engine that cannot explain.
+        ConfigError: ``cam_dir`` with an engine that cannot explain (a usage error).
+        StorageError: ``cam_dir`` or the output file cannot be written.
     """
     todo = [p for p in paths if writer is None or str(p) not in writer.done]
     if cam_dir is not None:
         if not pred.can_explain:
-            raise ModelError("--cam needs the torch engine (Grad-CAM needs gradients); "
-                             f"this predictor uses {pred.engine}: pass --engine torch")
-        cam_dir = Path(cam_dir)
-        cam_dir.mkdir(parents=True, exist_ok=True)
+            raise ConfigError("--cam needs the torch engine (Grad-CAM needs gradients); "
+                              f"this predictor uses {pred.engine}: pass --engine torch")
+        cam_dir = make_dir(cam_dir)
     taken: set[str] = set()
     bar = _Bar(len(todo), len(paths) - len(todo)) if progress else None
     try:
-        for batch in pred.predict_batches(todo, batch_size=batch_size):
+        for batch in pred.predict_batches(todo, batch_size=batch_size, workers=workers):
             cams = None
             if cam_dir is not None:
                 good = [t for _, t, _, probs in batch if probs is not None]
@@ -236,9 +265,10 @@ def run_predictions(pred: BasePredictor, paths: list[Path], *, batch_size: int =
                     row = BasePredictor.error_row(str(p), err)
                 else:
                     row = pred.result(str(p), probs)
-                if cams is not None and probs is not None:
+                cam = next(cams) if cams is not None and probs is not None else None
+                if cam is not None and row["error"] is None:
                     overlay = cam_dir / cam_filename(p, taken)
-                    row["cam"] = str(_save_overlay(img, next(cams), overlay))
+                    row["cam"] = str(_save_overlay(img, cam, overlay))
                 if writer is not None:
                     writer.write(row)
                 if bar is not None:

@@ -12,14 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..bundle import refuse_existing_run
 from ..config import TrainConfig
 from ..data.cache import build_cache
-from ..data.doctor import cheap_checks, check_leakage
+from ..data.doctor import cheap_checks, check_for_training
 from ..data.sources import discover
 from ..data.split import check_split, counts_table, stratified_split, write_split_csv
 from ..errors import ConfigError, ModelError
 from ..evaluate.metrics import pick_positive
-from ..io import atomic_write_text
+from ..io import atomic_write_text, make_dir
 from ..models import Network, create_model, model_info
 from . import loop
 from .approach import Context, Live, get_approach
@@ -46,7 +47,8 @@ def apply_defaults(cfg: TrainConfig, defaults: dict[str, Any]) -> None:
 def context(cfg: TrainConfig, out: str | Path | None, quiet: bool, resume: bool, live: Live) -> Context:
     """Split and check the data, resolve every default, write ``split.csv`` and ``config.yaml``."""
     run_dir = Path(out or f"runs/{cfg.approach}-{cfg.model}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    refuse_existing_run(run_dir, overwrite=cfg.overwrite or resume)  # a finished run is not replaced unasked
+    make_dir(run_dir)
     live.run_dir = run_dir
     # Every rank of a DDP job runs this from the start (Lightning's launcher re-runs the
     # command); only rank 0 writes files and talks.
@@ -55,8 +57,9 @@ def context(cfg: TrainConfig, out: str | Path | None, quiet: bool, resume: bool,
     rank0 = is_rank_zero()
     samples = stratified_split(discover(cfg.data), cfg.val_fraction, cfg.test_fraction, cfg.seed)
     check_split(samples)
-    # Leakage makes every later number dishonest, so it stops the run before any work.
-    check_leakage(samples, allow=cfg.allow_leakage)
+    # Label conflicts, leakage and classes missing from a split make every later number
+    # dishonest, so they stop the run before any work; repeated rows are dropped.
+    samples, warnings = check_for_training(samples, cfg)
     classes = sorted({s.label for s in samples})
     train_counts = Counter(s.label for s in samples if s.split == "train")
     info = model_info(cfg.model)
@@ -67,7 +70,7 @@ def context(cfg: TrainConfig, out: str | Path | None, quiet: bool, resume: bool,
     apply_defaults(cfg, approach.defaults(cfg, info))
     ctx = Context(cfg, run_dir, samples, classes, cfg.positive, info, loop.resolve_device(cfg.device), approach,
                   live, auto_pool=auto_pool, quiet=quiet or not rank0, resume=resume, rank0=rank0)
-    for msg in cheap_checks(samples):
+    for msg in warnings + cheap_checks(samples):
         ctx.say(f"[yellow]  data: {msg}[/]")
     if rank0:
         write_split_csv(samples, run_dir / "split.csv")

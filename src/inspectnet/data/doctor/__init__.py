@@ -12,7 +12,9 @@ findings ranked by harm. :func:`cheap_checks` is the part that needs no decoding
 - :mod:`.labels`: class sizes, imbalance, a split that misses a class, conflicting labels;
 - :mod:`.leakage`: the same image in two splits (:func:`check_leakage`);
 - :mod:`.report`: the :class:`Report`, its ranking, and the table, JSON and CSV renderings;
-- :mod:`.diagnosis`: the order the checks run in.
+- :mod:`.diagnosis`: the order the checks run in;
+- :mod:`.training`: :func:`check_for_training`, the checks that stop ``train`` (label
+  conflicts, leakage, classes too small for the splits) or drop rows (duplicate rows).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from .leakage import check_leakage, content_hashes, spans_splits
 from .listing import collect_samples
 from .report import HARM_ORDER, Report, doctor_tables, verdict_line, write_fix_report
 from .scan import STD_SIDE, THUMB_SIDE, FileInfo, inspect_file, scan_files, sniff
+from .training import check_for_training, drop_duplicate_rows, label_conflicts, too_small_for_the_splits
 
 __all__ = [
     "CONSTANT_STD",
@@ -64,6 +67,7 @@ __all__ = [
     "Report",
     "band_count",
     "cheap_checks",
+    "check_for_training",
     "check_leakage",
     "class_counts",
     "classes_missing_from_splits",
@@ -71,6 +75,7 @@ __all__ = [
     "content_hashes",
     "diagnose",
     "doctor_tables",
+    "drop_duplicate_rows",
     "exact_groups",
     "extension_mismatch",
     "group_kinds",
@@ -79,6 +84,7 @@ __all__ = [
     "header_problems",
     "ignored_files",
     "inspect_file",
+    "label_conflicts",
     "label_problems",
     "near_duplicates",
     "near_pairs",
@@ -87,6 +93,7 @@ __all__ = [
     "small_classes",
     "sniff",
     "spans_splits",
+    "too_small_for_the_splits",
     "verdict_line",
     "write_fix_report",
 ]

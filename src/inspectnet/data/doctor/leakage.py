@@ -43,7 +43,8 @@ def content_hashes(paths: list[Path], workers: int | None = None) -> list[str | 
         return list(pool.map(one, paths))
 
 
-def check_leakage(samples: list[Sample], allow: bool = False) -> list[list[Sample]]:
+def check_leakage(samples: list[Sample], allow: bool = False,
+                  hashes: Sequence[str | None] | None = None) -> list[list[Sample]]:
     """Refuse a split where the same file content sits in more than one split.
 
     A byte-identical copy of a test image in train makes the test score a memory test. This
@@ -53,6 +54,7 @@ def check_leakage(samples: list[Sample], allow: bool = False) -> list[list[Sampl
     Args:
         samples: The split data set.
         allow: Return the leaked groups instead of raising.
+        hashes: :func:`content_hashes` of the samples' paths, when the caller has them.
 
     Returns:
         The leaked groups (each a list of samples in two or more splits); empty when clean.
@@ -60,7 +62,8 @@ def check_leakage(samples: list[Sample], allow: bool = False) -> list[list[Sampl
     Raises:
         DataError: naming the leaked files, unless ``allow``.
     """
-    hashes = content_hashes([s.path for s in samples])
+    if hashes is None:
+        hashes = content_hashes([s.path for s in samples])
     groups: dict[str, list[Sample]] = defaultdict(list)
     for s, h in zip(samples, hashes):
         if h is not None:
