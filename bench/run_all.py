@@ -27,7 +27,7 @@ RESULTS = HERE / "results"
 REPORT = HERE / "RESULTS.md"
 SUMMARY = RESULTS / "run_all.json"
 ORDER = ["synth_speed", "doctor_speed", "alloc_faults", "train_speed", "framework_compare", "infer_speed",
-         "serve_load", "first_epoch", "cuda_check"]
+         "serve_load", "first_epoch", "real_accuracy", "cuda_check"]
 # Scripts in bench/ that are helpers of a benchmark, not benchmarks.
 HELPERS = {"run_all", "keras_seed_cnn", "minimal_torch"}
 

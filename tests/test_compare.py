@@ -1,4 +1,4 @@
-"""``compare`` end to end on a tiny synthetic insert set: one table, three runs, one split."""
+"""``compare`` end to end on a tiny synthetic insert set: one table, a run per approach, one split."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_compare_writes_one_row_per_approach(compared: Path) -> None:
     rows = json.loads((compared / "compare.json").read_text())
-    assert [r["approach"] for r in rows] == ["scratch", "features", "finetune"]
-    assert [r["model"] for r in rows] == ["seed-cnn", "efficientnet_lite0", "efficientnet_lite0"]
+    # Every registered approach, from the registry; the course's order first.
+    assert [r["approach"] for r in rows] == ["scratch", "features", "finetune", "auto"]
+    assert [r["model"] for r in rows] == ["seed-cnn"] + ["efficientnet_lite0"] * 3
     for r in rows:
         assert KEYS <= set(r)
         assert 0 <= r["accuracy"] <= 1 and r["train_seconds"] >= 0
@@ -39,7 +40,7 @@ def test_compare_writes_one_row_per_approach(compared: Path) -> None:
         assert r["pointing_game"] is None or 0 <= r["pointing_game"] <= 1
         assert r["pointing_game_layercam"] is None or 0 <= r["pointing_game_layercam"] <= 1
     md = (compared / "compare.md").read_text()
-    assert md.count("\n| ") == 3 and "| finetune | efficientnet_lite0 |" in md
+    assert md.count("\n| ") == 4 and "| finetune | efficientnet_lite0 |" in md
     assert (compared / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -57,9 +58,12 @@ def test_a_finetune_fallback_is_said_under_the_table(compared: Path) -> None:
     from inspectnet.compare import rows_markdown, rows_table
 
     rows = json.loads((compared / "compare.json").read_text())
-    rows[-1]["note"] = "the features approach's model beat fine-tuning on validation; keeping it"
+    for r in rows:
+        r["note"] = None
+    ft = next(r for r in rows if r["approach"] == "finetune")
+    ft["note"] = "the features approach's model beat fine-tuning on validation; keeping it"
     md = rows_markdown(rows)
-    assert md.count("\n| ") == 3 and md.rstrip().endswith(f"finetune: {rows[-1]['note']}")
+    assert md.count("\n| ") == len(rows) and md.rstrip().endswith(f"finetune: {ft['note']}")
     con = Console(width=200, record=True)
     con.print(rows_table(rows))
-    assert rows[-1]["note"] in con.export_text()
+    assert ft["note"] in con.export_text()

@@ -32,6 +32,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 POOLS = ("auto", "avg", "catavgmax", "catavgmax-mid")
 TTA_VIEWS = (1, 2, 4, 8)
+ORIENTATIONS = ("any", "upright")
 _RETIRED = frozenset({"head_epochs", "num_workers"})
 
 
@@ -41,10 +42,12 @@ class TrainConfig:
 
     Attributes:
         data: Dataset folder or CSV manifest.
-        approach: A registered approach (``inspectnet.train.approach``): ``scratch``
-            (random init + augmentation), ``features`` (frozen base, linear head on cached
-            features), ``finetune`` (head first, then the base), or one of your own.
-        model: Registry name (``seed-cnn``, ``efficientnet_lite0``, any timm name).
+        approach: A registered approach (``inspectnet.train.approach``): ``features``
+            (the default: frozen base, linear head on cached features), ``scratch`` (random
+            init + augmentation), ``finetune`` (head first, then the base), ``auto``
+            (features, then fine-tuning within ``time_budget``), or one of your own.
+        model: Registry name (``seed-cnn``, ``efficientnet_lite0``, any timm name); ``None``
+            = the approach's (``seed-cnn`` from scratch, ``efficientnet_lite0`` otherwise).
         weights: ``auto`` (bundled ImageNet weights where a package ships them, else random),
             ``none``, ``hub`` (let timm download; needs internet) or a local file path.
         img_size: Square input size; ``None`` = the model's default (180 seed-cnn, 224 Lite0).
@@ -63,13 +66,19 @@ class TrainConfig:
         val_fraction / test_fraction: Split sizes when the data does not give a split.
         positive: Positive class for recall/F1/ROC (default: ``damaged``/``defective`` or
             the minority class).
-        class_weights: ``auto`` (on when classes differ by more than 1.5x), ``on``, ``off``.
+        class_weights: ``off`` (the default: an unweighted loss, so that probabilities mean
+            what they say; imbalance is handled where the decision is made, by the threshold),
+            ``on`` (inverse-frequency weights) or ``auto`` (on when classes differ by more than
+            1.5x). On the real development set weights cost accuracy (bench/real_accuracy.py).
+        orientation: ``any`` (the default: top views of parts, which have no "up": 8 flip/rot90
+            views at extraction and test time, 90-degree turns in augmentation) or
+            ``upright`` (photos with an up: the image and its mirror, no 90-degree turns).
         augment_*: Random flips, 90-degree rotations, rotation (+-degrees) and zoom (+-fraction)
             for training. ``None`` = the approach's default: the course recipe for scratch
             (flips, +-36 deg, +-10 %), exact flips and 90-degree turns for the pretrained
             approaches (interpolated rotations shift the statistics the head was fitted on).
         tta_views: Views averaged at feature extraction/evaluation (1, 2, 4 or 8 of the
-            flip/rot90 group; top-view photos of parts have no "up").
+            flip/rot90 group); ``None`` = from ``orientation`` (8 for ``any``, 2 for ``upright``).
         pool: Global pooling before the classifier of a pretrained backbone: ``avg`` (the
             ImageNet head), ``catavgmax`` (average and max pooled side by side: a small
             defect that averaging dilutes into the background still reaches the head, as in
@@ -117,8 +126,8 @@ class TrainConfig:
     """
 
     data: str = ""
-    approach: str = "scratch"
-    model: str = "seed-cnn"
+    approach: str = "features"
+    model: str | None = None
     weights: str = "auto"
     img_size: Annotated[int, Ge(16)] | None = None
     epochs: Annotated[int, Ge(1)] = 15
@@ -133,12 +142,13 @@ class TrainConfig:
     val_fraction: Annotated[float, Interval(ge=0, lt=0.5)] = 0.15
     test_fraction: Annotated[float, Interval(ge=0, lt=0.5)] = 0.15
     positive: str | None = None
-    class_weights: str = "auto"
+    class_weights: str = "off"
     augment_flip: bool = True
     augment_rot90: bool | None = None
     augment_rotation: Annotated[float, Interval(ge=0, le=180)] | None = None
     augment_zoom: Annotated[float, Interval(ge=0, lt=1)] | None = None
-    tta_views: int = 1
+    orientation: str = "any"
+    tta_views: int | None = None
     precision: str = "auto"
     pool: str = "auto"
     device: str = "auto"
@@ -166,7 +176,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not (value is None and name == "optimizer") and value not in allowed:
                 found.append((name, f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}"))
-        if self.tta_views not in TTA_VIEWS:
+        if self.orientation not in ORIENTATIONS:
+            found.append(("orientation", f"orientation={self.orientation!r} is not allowed; choose one of "
+                                         f"{', '.join(ORIENTATIONS)}"))
+        if self.tta_views is not None and self.tta_views not in TTA_VIEWS:
             found.append(("tta_views", f"tta_views={self.tta_views} must be 1, 2, 4 or 8"))
         if self.cv_folds == 1:
             found.append(("cv_folds", "cv_folds=1 must be 0 (choose on the validation split) or 2 to 20"))
@@ -193,6 +206,11 @@ class TrainConfig:
         from .train.approach import get_approach
 
         approach = get_approach(self.approach)  # unknown names fail with the registered ones
+        if self.model is None:
+            self.model = approach.default_model
+        if self.tta_views is None:
+            # Top views of parts have no "up": all 8 flip/rot90 views; upright photos: the mirror.
+            self.tta_views = 8 if self.orientation == "any" else 2
         _check_model_name(self.model)
         if not approach.distributed and self.distributed:
             raise ConfigError(

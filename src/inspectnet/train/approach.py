@@ -90,6 +90,10 @@ class Fitted:
     params_trainable: int = 0
     fallback: str | None = None  # what the approach kept instead of its own result, and why
     val_probs: np.ndarray | None = None  # validation probabilities over the scored views, if known
+    # Labels of ``val_probs`` when they are not the val split's: out-of-fold predictions of a
+    # cross-validated head cover train+val. The threshold is chosen on them.
+    val_labels: np.ndarray | None = None
+    val_name: str = "val"  # how ``validation`` in metrics.json was measured
 
 
 class Approach(ABC):
@@ -99,6 +103,7 @@ class Approach(ABC):
         name: The ``--approach`` value.
         description: One line for ``--help``, the README and ``compare``.
         distributed: Whether it can run as a DDP job (several processes).
+        default_model: The ``--model`` it trains when none is given.
         compare_model: The model ``compare`` trains it with, or None for ``compare``'s
             ``--model`` (the pretrained backbone).
     """
@@ -106,6 +111,7 @@ class Approach(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     distributed: ClassVar[bool] = True
+    default_model: ClassVar[str] = "efficientnet_lite0"
     compare_model: ClassVar[str | None] = None
 
     @abstractmethod

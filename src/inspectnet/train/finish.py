@@ -53,13 +53,16 @@ def score(ctx: Context, fitted: Fitted) -> Scored:
     cfg, net, cache = ctx.cfg, fitted.network, ctx.cache
     pos = ctx.classes.index(ctx.positive)
     threshold, val_metrics = 0.5, None
-    if "val" in cache:
+    if fitted.val_labels is not None and fitted.val_probs is not None:
+        pv, yv = fitted.val_probs, fitted.val_labels
+    elif "val" in cache:
         pv = fitted.val_probs
         if pv is None:
             pv = predict_probs(net, cache["val"].images, device=ctx.device, views=cfg.tta_views)
         yv = cache["val"].labels.numpy()
+    if "val" in cache or fitted.val_labels is not None:
         threshold = threshold_for_recall(yv, pv[:, pos], pos, cfg.target_recall)
-        val_metrics = full_metrics(yv, pv, ctx.classes, ctx.positive, threshold, "val")
+        val_metrics = full_metrics(yv, pv, ctx.classes, ctx.positive, threshold, fitted.val_name)
     final = "test" if "test" in cache else "val"
     if final not in cache:
         return Scored({"split": None, "n": 0}, threshold, val_metrics, {})

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -87,6 +88,7 @@ class Stage:
     augment: BatchAugment
     freeze_bn: bool
     warmup_epochs: int = 0
+    max_seconds: float | None = None  # stop the stage at this wall-clock time (the best epoch stays)
 
 
 @dataclass
@@ -176,6 +178,7 @@ def _trainer(ctx: Context, stage: Stage, callbacks: list[Any]) -> tuple[Any, Any
     trainer = L.Trainer(
         accelerator="gpu" if ctx.device.type == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, max_epochs=stage.epochs,
+        max_time=None if stage.max_seconds is None else timedelta(seconds=max(stage.max_seconds, 1.0)),
         precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
         logger=False, callbacks=callbacks, enable_model_summary=False, enable_progress_bar=not ctx.quiet,
         num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False,

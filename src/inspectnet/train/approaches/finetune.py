@@ -36,6 +36,7 @@ class _Heads:
     val_balanced_accuracy: float
     candidate: Network | None  # the features approach's model, fitted from the same extraction
     candidate_loss: float | None  # its validation loss over the scored views
+    candidate_fitted: Fitted | None = None  # how it was fitted, when it is kept (auto: CV on train+val)
 
 
 @register_approach
@@ -49,7 +50,7 @@ class Finetune(Approach):
             # noisy, and Adam's normalised first steps (a full learning rate in the sign direction
             # for every weight) wrecked the pretrained base (loss 0.001 -> 8 in one step).
             "weights": "auto", "lr": 1e-2, "optimizer": "sgd", "patience": 5,
-            "augment_rot90": True, "augment_rotation": 0.0, "augment_zoom": 0.0,
+            "augment_rot90": cfg.orientation == "any", "augment_rotation": 0.0, "augment_zoom": 0.0,
             # A Lite0 train step ran 4-14% slower under bf16 autocast on an H200 and gained
             # nothing on the CPU (bench/cuda_check.py).
             "precision": "32",
@@ -68,11 +69,18 @@ class Finetune(Approach):
                 f"the head on cached features, (4) unfreeze {unfreeze_top(network, cfg.unfreeze, dry_run=True)}, "
                 f"(5) train jointly {cfg.epochs} epochs, head lr {cfg.lr:g}, base lr {cfg.lr * cfg.base_lr_mult:g} "
                 f"({cfg.optimizer}), cosine decay, BatchNorm statistics frozen")
-        heads = _fit_heads(ctx, network)
-        fitted = _joint_stage(ctx, network, heads)
+        heads = self.fit_heads(ctx, network)
+        fitted = _joint_stage(ctx, network, heads, self.joint_epochs(ctx, heads))
         if heads.candidate is not None and heads.candidate_loss is not None:
             fitted = _weigh_features_model(ctx, fitted, heads)
         return fitted
+
+    def fit_heads(self, ctx: Context, network: Network) -> _Heads:
+        return _fit_heads(ctx, network)
+
+    def joint_epochs(self, ctx: Context, heads: _Heads) -> tuple[int, float | None]:
+        """Epochs of the joint stage and its wall-clock limit in seconds (None: none)."""
+        return ctx.cfg.epochs, None
 
 
 def _features_candidate(ctx: Context) -> Network | None:
@@ -108,9 +116,10 @@ def _fit_heads(ctx: Context, network: Network) -> _Heads:
                   candidate=candidate, candidate_loss=cinfo.get("val_loss_views"))
 
 
-def _joint_stage(ctx: Context, network: Network, heads: _Heads) -> Fitted:
+def _joint_stage(ctx: Context, network: Network, heads: _Heads, budget: tuple[int, float | None]) -> Fitted:
     """Steps 4-5, and back to the head alone when validation says they did not help."""
     cfg = ctx.cfg
+    epochs, max_seconds = budget
     history: list[dict[str, Any]] = [{"stage": "head", "epoch": 0, "val_loss": heads.val_loss,
                                       "val_balanced_accuracy": heads.val_balanced_accuracy}]
     for p in network.get_classifier().parameters():
@@ -121,8 +130,8 @@ def _joint_stage(ctx: Context, network: Network, heads: _Heads) -> Fitted:
     if hasattr(network.backbone, "drop_rate"):
         network.backbone.drop_rate = 0.0
     augment = BatchAugment(cfg.augment_flip, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_rot90)
-    stage = loop.Stage("finetune", lr=cfg.lr, base_lr_mult=cfg.base_lr_mult, epochs=cfg.epochs, augment=augment,
-                       freeze_bn=True, warmup_epochs=1)
+    stage = loop.Stage("finetune", lr=cfg.lr, base_lr_mult=cfg.base_lr_mult, epochs=epochs, augment=augment,
+                       freeze_bn=True, warmup_epochs=1, max_seconds=max_seconds)
     res = loop.lightning_fit(ctx, network, stage)
     history += res.history
     fitted = Fitted(network, history, params_trainable=trainable_params(network, cfg.unfreeze))
@@ -157,8 +166,13 @@ def _weigh_features_model(ctx: Context, fitted: Fitted, heads: _Heads) -> Fitted
                f"on validation (val loss {heads.candidate_loss:.4f} vs {own:.4f} over {views} view(s)); keeping it, "
                "so finetune never ends worse than features")
         ctx.say(f"[yellow]  {msg}[/]")
-        return Fitted(heads.candidate.to(ctx.device), fitted.history, fitted.notes + [msg],
-                      params_trainable=head_params(heads.candidate), fallback=msg)
+        kept = heads.candidate_fitted or Fitted(heads.candidate, params_trainable=head_params(heads.candidate))
+        return Fitted(heads.candidate.to(ctx.device), kept.history + fitted.history, kept.notes + fitted.notes + [msg],
+                      params_trainable=kept.params_trainable, fallback=msg, val_probs=kept.val_probs,
+                      val_labels=kept.val_labels, val_name=kept.val_name)
+    if heads.candidate_fitted is not None:  # how the features model was fitted, for the record
+        fitted.history = heads.candidate_fitted.history + fitted.history
+        fitted.notes = heads.candidate_fitted.notes + fitted.notes
     fitted.notes.append(f"fine-tuned model beat the features approach's model on validation "
                         f"(val loss {own:.4f} vs {heads.candidate_loss:.4f} over {views} view(s))")
     return fitted

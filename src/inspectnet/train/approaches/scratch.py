@@ -16,7 +16,7 @@ from ..approach import Approach, Context, Fitted, register_approach
 class Scratch(Approach):
     name = "scratch"
     description = "random init + augmentation (the course CNN: seed-cnn)"
-    compare_model = "seed-cnn"
+    default_model = compare_model = "seed-cnn"
 
     def defaults(self, cfg: TrainConfig, info: ModelInfo) -> dict[str, Any]:
         # bf16 autocast where it is native: the seed CNN's step runs 1.65x faster on such CPUs.
