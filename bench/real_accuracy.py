@@ -323,6 +323,18 @@ def summarise(rows: list[dict[str, Any]], baseline: dict[str, list[dict[str, flo
     return out
 
 
+def report(n: int, name: str) -> None:
+    """The table of every cached heads result over ``n`` splits, without running anything."""
+    store = STORE or ROOT / "heads.json"
+    done = json.loads(store.read_text())
+    rows = [v for k, v in done.items() if k.endswith(f"|{n}")]
+    baseline = {r["task"]: r["per_split"] for r in rows if r["recipe"] == HEADS[0].name}
+    table = summarise(rows, baseline)
+    print_table(table, ["task", "recipe", "accuracy", "bal_acc", "acc_certain", "vs_baseline", "counts", "seconds"],
+                f"real development set, {n} splits (accuracy mean ± std; paired difference ± SE)")
+    write_results(name, table, {"splits": n, "raw": rows, "command": f"bench/real_accuracy.py --report (cache {store})"})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tier", choices=("heads", "e2e", "both"), default="heads")
@@ -332,12 +344,15 @@ def main() -> None:
     ap.add_argument("--e2e-splits", type=int, default=None, help="end-to-end runs on the first N splits only")
     ap.add_argument("--tasks", nargs="+", default=["binary", "grades"])
     ap.add_argument("--store", default=None, help="heads cache file (default bench/.realdev/heads.json)")
+    ap.add_argument("--report", action="store_true", help="no new runs: the table of every cached heads result")
     ap.add_argument("--name", default="real_accuracy")
     args = ap.parse_args()
     n = 2 if args.quick else args.splits
     global STORE
     if args.store:
         STORE = Path(args.store)
+    if args.report:
+        return report(n, args.name)
     ds = RealSet.load(export())
     parts = splits(ds, n)
     print(f"{len(ds.paths)} development images; {n} splits of {[len(parts[0][k]) for k in ('train', 'val', 'test')]}")
