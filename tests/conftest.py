@@ -35,6 +35,17 @@ def make_toy_set(root: Path, n_per_class: int = 40, size: int = 48, seed: int = 
     return root
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    # The server sets torch's thread count for its workers; within one test process that must
+    # not leak into the next test (reductions, and so the last bits of every number, depend on it).
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_toy_set(tmp_path_factory.mktemp("toy") / "data")

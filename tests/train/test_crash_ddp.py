@@ -44,7 +44,9 @@ def _cmd(*args: str) -> list[str]:
 
 
 def _train_args(data: Path, run: Path, *extra: str) -> list[str]:
-    return [str(data), "--out", str(run), "--img-size", "32", "--device", "cpu", "--patience", "0", "--quiet", *extra]
+    # The seed CNN from scratch (the default before features was): a Lightning stage to stop and resume.
+    return [str(data), "--approach", "scratch", "--model", "seed-cnn", "--out", str(run), "--img-size", "32",
+            "--device", "cpu", "--patience", "0", "--quiet", *extra]
 
 
 def _bundle_absent_or_loadable(run: Path) -> None:
