@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from ..sources import SPLITS, Sample
+from ..split import counts_table
 
 IMBALANCE_WARN = 3.0  # majority/minority ratio from which accuracy stops meaning much
 MIN_CLASS_IMAGES = 10  # with fewer images than this in a class its metrics are noise
@@ -29,12 +30,7 @@ def split_class_counts(samples: Sequence[Sample]) -> dict[str, dict[str, int]]:
     Returns:
         ``{split: {class: count}}``, classes sorted by name; ``{}`` for unsplit data.
     """
-    splits: dict[str, dict[str, int]] = {}
-    for sp in SPLITS:
-        c = Counter(s.label for s in samples if s.split == sp)
-        if c:
-            splits[sp] = dict(sorted(c.items()))
-    return splits
+    return counts_table(list(samples))  # the split module's table, the one training prints
 
 
 def imbalance_ratio(classes: Mapping[str, int]) -> float | None:
