@@ -23,6 +23,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ..io import atomic_write
 
 SIGNAL_NAMES = {int(signal.SIGINT): "Ctrl-C (SIGINT)", int(signal.SIGTERM): "SIGTERM"}
 
@@ -159,6 +162,18 @@ class StopOnSignal(L.Callback):
         launcher = getattr(trainer.strategy, "launcher", None)
         if isinstance(exception, _Stop) and isinstance(launcher, _SubprocessScriptLauncher):
             launcher.kill(signal.SIGKILL)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside their target, then renamed onto it.
+
+    Lightning's own save moves a file from the system's temporary folder, which is a copy into
+    place when the run folder is on another file system: a SIGKILL during it left a truncated
+    checkpoint that ``--resume`` could not read.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def interrupted_message(signum: int, run_dir: Path, ckpt: Path | None) -> str:

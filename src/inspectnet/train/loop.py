@@ -64,16 +64,21 @@ def val_loss(network: Network, c: CachedImages | None, device: torch.device, vie
 
 def loader(c: CachedImages, batch_size: int, shuffle: bool, seed: int,
            distributed: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of ``c``; shuffled ones in an order fixed by ``(seed, epoch)`` (see ``EpochBatches``)."""
+    from .callbacks import EpochBatches
+
     ds = torch.utils.data.TensorDataset(c.images, c.labels)
-    g = torch.Generator().manual_seed(seed)
     # Drop a last batch of one: BatchNorm cannot normalise a single image in train mode.
     drop = shuffle and len(c) % batch_size == 1
     if distributed:  # Lightning swaps in a DistributedSampler, which needs the plain form
+        g = torch.Generator().manual_seed(seed)
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, drop_last=drop)
     # One gather per batch from the uint8 cache instead of 32 item reads and a collate stack
     # (17 ms of a 130 ms seed-CNN step).
-    order = torch.utils.data.RandomSampler(ds, generator=g) if shuffle else torch.utils.data.SequentialSampler(ds)
-    batches = torch.utils.data.BatchSampler(order, batch_size, drop_last=drop)
+    if shuffle:
+        batches: torch.utils.data.Sampler = EpochBatches(len(c), batch_size, drop, seed)
+    else:
+        batches = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(ds), batch_size, drop_last=False)
     return torch.utils.data.DataLoader(ds, sampler=batches, batch_size=None)
 
 
@@ -104,8 +109,8 @@ _QUIET_WARNINGS = (
     ".*smaller than the logging interval.*",
     ".*LeafSpec.*is deprecated.*",
     ".*Checkpoint directory .* exists and is not empty.*",
-    # A checkpoint taken at Ctrl-C is mid-epoch; the resumed epoch draws a fresh shuffle for
-    # its remaining batches, which is what we want.
+    # A checkpoint taken at Ctrl-C is mid-epoch; EpochBatches resumes the epoch's own order
+    # at the next batch (ExactResume), which Lightning cannot see.
     ".*resuming from a checkpoint that ended before the epoch ended.*",
     # Validation metrics are all-gathered in the module: identical on every rank already.
     ".*sync_dist=True.*",
@@ -114,7 +119,7 @@ _QUIET_WARNINGS = (
 
 def lightning_fit(ctx: Context, network: Network, stage: Stage) -> StageResult:
     """Run one Lightning stage on ``ctx.cache`` and restore its best epoch (lowest val loss)."""
-    from .callbacks import History, KeepBest
+    from .callbacks import EpochBatches, ExactResume, History, KeepBest
     from .interrupt import _Stop
     from .module import ClassifierModule
 
@@ -124,7 +129,9 @@ def lightning_fit(ctx: Context, network: Network, stage: Stage) -> StageResult:
                               optimizer=cfg.optimizer, class_weights=ctx.class_weights, augment=stage.augment,
                               freeze_bn=stage.freeze_bn, warmup_epochs=stage.warmup_epochs)
     history, best = History(stage.name, echo=not ctx.quiet), KeepBest("val_loss")
-    trainer, ckpt = _trainer(ctx, stage, [history, best])
+    train_dl = loader(ctx.cache["train"], cfg.batch_size, True, cfg.seed, cfg.distributed)
+    order = train_dl.sampler if isinstance(train_dl.sampler, EpochBatches) else None
+    trainer, ckpt = _trainer(ctx, stage, [ExactResume(cfg.seed, stage.name, order), history, best])
     has_val = "val" in ctx.cache
     with warnings.catch_warnings():
         for pattern in _QUIET_WARNINGS:
@@ -136,7 +143,7 @@ def lightning_fit(ctx: Context, network: Network, stage: Stage) -> StageResult:
             with interrupts.deferred() if interrupts is not None else contextlib.nullcontext():
                 trainer.fit(
                     module,
-                    train_dataloaders=loader(ctx.cache["train"], cfg.batch_size, True, cfg.seed, cfg.distributed),
+                    train_dataloaders=train_dl,
                     val_dataloaders=(loader(ctx.cache["val"], cfg.batch_size * 2, False, cfg.seed, cfg.distributed)
                                      if has_val else None),
                     ckpt_path=str(ckpt) if ctx.resume and ckpt.is_file() else None,
@@ -161,7 +168,7 @@ def _trainer(ctx: Context, stage: Stage, callbacks: list[Any]) -> tuple[Any, Any
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from .interrupt import StopOnSignal
+    from .interrupt import AtomicCheckpointIO, StopOnSignal
 
     cfg = ctx.cfg
     if cfg.patience and "val" in ctx.cache:
@@ -169,6 +176,9 @@ def _trainer(ctx: Context, stage: Stage, callbacks: list[Any]) -> tuple[Any, Any
     ckpt_dir = ctx.run_dir / "checkpoints"
     ckpt = ckpt_dir / f"{stage.name}-last.ckpt"
     ctx.live.ckpt = ckpt
+    if ctx.rank0:  # what a SIGKILL in mid-save left behind (AtomicCheckpointIO's temporary files)
+        for stale in ckpt_dir.glob(f".{ckpt.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     if ctx.live.interrupts is not None:
         callbacks.append(StopOnSignal(ctx.live.interrupts, ckpt))
     # last.ckpt exists for --resume only; the deliverable is the safetensors bundle. No
@@ -180,7 +190,8 @@ def _trainer(ctx: Context, stage: Stage, callbacks: list[Any]) -> tuple[Any, Any
         strategy=cfg.strategy, max_epochs=stage.epochs,
         max_time=None if stage.max_seconds is None else timedelta(seconds=max(stage.max_seconds, 1.0)),
         precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
-        logger=False, callbacks=callbacks, enable_model_summary=False, enable_progress_bar=not ctx.quiet,
+        logger=False, callbacks=callbacks, plugins=[AtomicCheckpointIO()], enable_model_summary=False,
+        enable_progress_bar=not ctx.quiet,
         num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False,
     )
     return trainer, ckpt

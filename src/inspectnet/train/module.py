@@ -106,6 +106,17 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_loss, self._train_correct, self._train_seen = [], 0, 0
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A Ctrl-C checkpoint is mid-epoch: the resumed epoch's training loss and accuracy
+        # still cover the batches before it.
+        checkpoint["train_epoch_sums"] = {"loss": list(self._train_loss), "correct": self._train_correct,
+                                          "seen": self._train_seen}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sums = checkpoint.get("train_epoch_sums")
+        if sums is not None:
+            self._train_loss, self._train_correct, self._train_seen = list(sums["loss"]), sums["correct"], sums["seen"]
+
     def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
         # Lightning restores each submodule's own train/eval flag around validation and at
         # fit start (it does not go through our ``train()``), which switched BatchNorm back
