@@ -48,6 +48,7 @@ def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epoch
             "accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
             "f1_positive": m.get("f1_positive"), "recall_positive": m.get("recall_positive"),
             "roc_auc": m.get("roc_auc"), "run_dir": str(res.run_dir), "split": m.get("split"), "n": m.get("n"),
+            "accuracy_ci95": m.get("accuracy_ci95"), "recall_positive_ci95": m.get("recall_positive_ci95"),
             "pointing_game": loc.get("pointing_game"), "energy_inside": loc.get("energy_inside"),
             "pointing_game_layercam": loc.get("pointing_game_layercam"),
             "energy_inside_layercam": loc.get("energy_inside_layercam"),
@@ -83,12 +84,27 @@ def _f(v: Any, pct: bool = False) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _acc(r: dict[str, Any]) -> str:
+    """Accuracy with its 95% Wilson interval: ``91.2% [88.0–93.6]``."""
+    from .evaluate.metrics import pct_ci
+
+    return pct_ci(r.get("accuracy"), r.get("accuracy_ci95"))
+
+
+def _rec(r: dict[str, Any]) -> str:
+    """Recall of the positive class (argmax), with its interval when the row has one."""
+    ci = r.get("recall_positive_ci95")
+    if not ci or r.get("recall_positive") is None:
+        return _f(r.get("recall_positive"))
+    return f"{r['recall_positive']:.3f} [{ci[0]:.3f}–{ci[1]:.3f}]"
+
+
 def _m(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
 
 def rows_table(rows: list[dict[str, Any]]) -> Table:
-    caption = "CAM hit: pointing game of Grad-CAM / LayerCAM on the damage masks"
+    caption = "[..]: 95% Wilson interval; CAM hit: pointing game of Grad-CAM / LayerCAM on the damage masks"
     caption += "".join(f"\n{r['approach']}: {r['note']}" for r in rows if r.get("note"))
     t = Table(title="inspectnet compare (test split)", caption=caption)
     for col in ("approach", "model", "params trained/all", "epochs", "train s", "accuracy", "bal. acc",
@@ -98,8 +114,8 @@ def rows_table(rows: list[dict[str, Any]]) -> Table:
                      min_width={"approach": 8, "model": 18, "CAM hit": 11}.get(col))
     for r in rows:
         t.add_row(r["approach"], r["model"], f"{_m(r['params_trainable'])}/{_m(r['params_total'])}", str(r["epochs"]),
-                  f"{r['train_seconds']:.0f}", _f(r["accuracy"], True), _f(r["balanced_accuracy"], True),
-                  _f(r["f1_positive"]), _f(r["recall_positive"]), _f(r["roc_auc"]),
+                  f"{r['train_seconds']:.0f}", _acc(r), _f(r["balanced_accuracy"], True),
+                  _f(r["f1_positive"]), _rec(r), _f(r["roc_auc"]),
                   f'{_f(r.get("pointing_game"), True)}/{_f(r.get("pointing_game_layercam"), True)}')
     return t
 
@@ -110,8 +126,8 @@ def rows_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(f"| {r['approach']} | {r['model']} | {r['params_trainable']:,} / {r['params_total']:,} | "
-                     f"{r['epochs']} | {r['train_seconds']:.0f} | {_f(r['accuracy'], True)} | "
-                     f"{_f(r['balanced_accuracy'], True)} | {_f(r['f1_positive'])} | {_f(r['recall_positive'])} | "
+                     f"{r['epochs']} | {r['train_seconds']:.0f} | {_acc(r)} | "
+                     f"{_f(r['balanced_accuracy'], True)} | {_f(r['f1_positive'])} | {_rec(r)} | "
                      f"{_f(r['roc_auc'])} | {_f(r.get('pointing_game'), True)} | "
                      f"{_f(r.get('pointing_game_layercam'), True)} |")
     lines += [f"\n{r['approach']}: {r['note']}" for r in rows if r.get("note")]

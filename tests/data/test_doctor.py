@@ -110,7 +110,7 @@ def test_within_class_duplicates_without_split_warn_about_random_split(tmp_path:
     for c, s0 in (("a", 0), ("b", 100)):
         for i in range(3):
             _part(tmp_path / "d" / c / f"{i}.png", s0 + i)
-    shutil.copy(tmp_path / "d/a/0.png", tmp_path / "d/a/0_copy.png")
+    shutil.copy(tmp_path / "d/a/0.png", tmp_path / "d/a/copy_of_0.png")  # not "0_copy": a name group
     rep = diagnose(tmp_path / "d", progress=False)
     assert [p["kind"] for p in rep.problems] == ["duplicates"]
     assert "random split" in rep.problems[0]["message"]

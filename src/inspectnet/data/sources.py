@@ -18,12 +18,17 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Sample:
-    """One labelled image. ``split`` is ``None`` until a split is given or made."""
+    """One labelled image. ``split`` is ``None`` until a split is given or made.
+
+    ``group`` (a manifest's ``group`` column, e.g. one part photographed several times) keeps
+    its images together: the split puts a whole group in one split. ``None``: its own group.
+    """
 
     path: Path
     label: str
     split: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    group: str | None = None
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -63,8 +68,8 @@ def from_folder(root: Path) -> list[Sample]:
 
 
 def from_csv(csv_path: Path) -> list[Sample]:
-    """A manifest with columns ``path,label`` and optionally ``split``; other columns are kept
-    as metadata. Paths are relative to the CSV file's folder."""
+    """A manifest with columns ``path,label`` and optionally ``split`` and ``group``; other
+    columns are kept as metadata. Paths are relative to the CSV file's folder."""
     with csv_path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         cols = reader.fieldnames or []
@@ -72,7 +77,7 @@ def from_csv(csv_path: Path) -> list[Sample]:
         if missing:
             raise DataError(
                 f"{csv_path}: missing column(s) {', '.join(missing)}; found {', '.join(cols) or 'none'}; "
-                "a manifest needs path,label and optionally split"
+                "a manifest needs path,label and optionally split and group"
             )
         samples = []
         for lineno, row in enumerate(reader, start=2):
@@ -88,8 +93,8 @@ def from_csv(csv_path: Path) -> list[Sample]:
                 raise DataError(
                     f"{csv_path}:{lineno}: unknown split {split!r}; allowed: {', '.join(SPLITS)}"
                 )
-            meta = {k: v for k, v in row.items() if k not in ("path", "label", "split") and k}
-            samples.append(Sample(p, label, split, meta))
+            meta = {k: v for k, v in row.items() if k not in ("path", "label", "split", "group") and k}
+            samples.append(Sample(p, label, split, meta, (row.get("group") or "").strip() or None))
         if "split" in cols and any(s.split is None for s in samples):
             raise DataError(f"{csv_path}: the split column is empty on some rows; fill it on every row or drop it")
     return samples

@@ -6,6 +6,7 @@ PR-AUC) are one-vs-rest. The flat keys are the schema documented in the README.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -90,8 +91,52 @@ def compute_metrics(
             for i, c in enumerate(classes)
         },
         "confusion_matrix": {"labels": list(classes), "matrix": cm.tolist()},
+        # 95% Wilson intervals: how far the two headline numbers may sit from the truth
+        "accuracy_ci95": ci95(int(np.trace(cm)), int(cm.sum())),
+        "recall_positive_ci95": ci95(int(cm[pos, pos]), int(cm[pos].sum())),
     }
     return out
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion ``k / n`` (95% for the default ``z``).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at ``k = 0`` or
+    ``k = n``: 10 of 10 right still leaves the true rate anywhere above 72%.
+
+    Args:
+        k: Successes (correct predictions, positives found).
+        n: Trials.
+        z: Standard normal quantile (1.96 for 95%).
+
+    Returns:
+        ``(lo, hi)``; ``None`` when ``n`` is 0 (nothing measured, no interval).
+    """
+    if n <= 0:
+        return None
+    p, z2 = k / n, z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    lo = 0.0 if k <= 0 else max(0.0, centre - half)
+    hi = 1.0 if k >= n else min(1.0, centre + half)
+    return lo, hi
+
+
+def ci95(k: int, n: int) -> list[float] | None:
+    """:func:`wilson_interval` as the JSON value of a ``*_ci95`` key: ``[lo, hi]`` or ``None``."""
+    ci = wilson_interval(k, n)
+    return [round(ci[0], 6), round(ci[1], 6)] if ci is not None else None
+
+
+def pct_ci(value: float | None, ci: list[float] | tuple[float, float] | None, digits: int = 1) -> str:
+    """``91.2% [88.0–93.6]``: a proportion and its interval for tables; ``-`` when undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    text = f"{100 * value:.{digits}f}%"
+    if ci:
+        text += f" [{100 * ci[0]:.{digits}f}–{100 * ci[1]:.{digits}f}]"
+    return text
 
 
 def _balanced_accuracy(cm: np.ndarray) -> float:
@@ -151,6 +196,7 @@ def metrics_at_threshold(y_true: np.ndarray, score: np.ndarray, positive_index: 
         "missed": fn,
         "flagged": tp + fp,
         "n": int(len(y_true)),
+        "recall_positive_ci95": ci95(tp, tp + fn),
     }
 
 

@@ -11,6 +11,7 @@ findings ranked by harm. :func:`cheap_checks` is the part that needs no decoding
   confirmed on thumbnails);
 - :mod:`.labels`: class sizes, imbalance, a split that misses a class, conflicting labels;
 - :mod:`.leakage`: the same image in two splits (:func:`check_leakage`);
+- :mod:`.groups`: a ``group`` column's group in two splits, file names that suggest groups;
 - :mod:`.report`: the :class:`Report`, its ranking, and the table, JSON and CSV renderings;
 - :mod:`.diagnosis`: the order the checks run in;
 - :mod:`.training`: :func:`check_for_training`, the checks that stop ``train`` (label
@@ -46,14 +47,22 @@ from .labels import (
     label_problems,
     small_classes,
 )
+from .groups import GROUP_SHARE_WARN, groups_across_splits, name_group_hint, name_groups, name_stem
 from .leakage import check_leakage, content_hashes, spans_splits
 from .listing import collect_samples
 from .report import HARM_ORDER, Report, doctor_tables, verdict_line, write_fix_report
 from .scan import STD_SIDE, THUMB_SIDE, FileInfo, inspect_file, scan_files, sniff
-from .training import check_for_training, drop_duplicate_rows, label_conflicts, too_small_for_the_splits
+from .training import (
+    check_for_training,
+    drop_duplicate_rows,
+    group_leakage_message,
+    label_conflicts,
+    too_small_for_the_splits,
+)
 
 __all__ = [
     "CONSTANT_STD",
+    "GROUP_SHARE_WARN",
     "HARM_ORDER",
     "HASH_SIDE",
     "IMBALANCE_WARN",
@@ -79,6 +88,8 @@ __all__ = [
     "exact_groups",
     "extension_mismatch",
     "group_kinds",
+    "group_leakage_message",
+    "groups_across_splits",
     "hamming",
     "has_conflicting_labels",
     "header_problems",
@@ -87,6 +98,9 @@ __all__ = [
     "label_conflicts",
     "label_problems",
     "near_duplicates",
+    "name_group_hint",
+    "name_groups",
+    "name_stem",
     "near_pairs",
     "phash",
     "scan_files",

@@ -26,8 +26,9 @@ from .files import (
     small_images,
     unreadable_files,
 )
+from .groups import groups_across_splits, name_group_hint, name_groups, name_stem
 from .labels import class_counts, imbalance_ratio, label_problems, split_class_counts
-from .listing import collect_samples
+from .listing import collect_samples, rel_path
 from .report import Report, rank_problems, verdict_line
 from .scan import scan_files
 
@@ -81,17 +82,28 @@ def diagnose(data: str | Path, near_threshold: int = 4, progress: bool = True,
     del infos  # from here on only hashes and thumbnails (265 bytes a file)
     pairs = near_duplicates(fingerprints, near_threshold, near_pixel_tol, groups)
     rep.near_duplicates = near_duplicate_rows(pairs, samples, root)
+    _groups(rep, samples, root)
     rep.problems = rank_problems(rep, any(s.split is not None for s in samples))
     rep.verdict = verdict_line(rep)
     rep.seconds = round(time.perf_counter() - t0, 3)
     return rep
 
 
+def _groups(rep: Report, samples: list[Sample], root: Path) -> None:
+    """A group column's groups that straddle splits; or file names that suggest groups."""
+    rep.group_leakage = [{"group": g, "splits": sp} for g, sp in groups_across_splits(samples)]
+    rep.name_group_hint = name_group_hint(samples)
+    if rep.name_group_hint:
+        rep.name_groups = [{"stem": next(filter(None, (name_stem(s.path) for s in g))),
+                            "files": [rel_path(s.path, root) for s in g]} for g in name_groups(samples)]
+
+
 def cheap_checks(samples: list[Sample]) -> list[str]:
     """Problems found without decoding a single image (file sizes and 32 header bytes only).
 
     For ``train`` to print before the decode: single or tiny classes, imbalance, a split that
-    misses a class, empty files, text saved as an image, extensions that lie about the content.
+    misses a class, empty files, text saved as an image, extensions that lie about the content,
+    file names that suggest groups of photos of one part when no ``group`` column is given.
 
     Args:
         samples: The data set.
@@ -99,4 +111,5 @@ def cheap_checks(samples: list[Sample]) -> list[str]:
     Returns:
         One sentence per problem, label problems first; empty when none.
     """
-    return label_problems(samples) + header_problems(samples)
+    hint = name_group_hint(samples)
+    return label_problems(samples) + header_problems(samples) + ([hint] if hint else [])

@@ -21,8 +21,8 @@ from .labels import IMBALANCE_WARN
 
 # Order of harm: what makes the reported numbers false, then what stops training, then what
 # wastes data or misleads the model.
-HARM_ORDER = ("leakage", "conflicting_labels", "unreadable", "single_class", "duplicates",
-              "near_duplicates", "imbalance", "constant_images", "small_images",
+HARM_ORDER = ("leakage", "group_leakage", "conflicting_labels", "unreadable", "single_class", "duplicates",
+              "near_duplicates", "name_groups", "imbalance", "constant_images", "small_images",
               "extension_mismatch", "ignored_files")
 
 
@@ -45,6 +45,9 @@ class Report:
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
     small_images: list[dict[str, Any]] = field(default_factory=list)
     constant_images: list[dict[str, Any]] = field(default_factory=list)
+    group_leakage: list[dict[str, Any]] = field(default_factory=list)  # {"group", "splits"}
+    name_groups: list[dict[str, Any]] = field(default_factory=list)  # {"stem", "files"}, when warned
+    name_group_hint: str | None = None  # the warning, when names suggest groups and none are given
     problems: list[dict[str, Any]] = field(default_factory=list)  # ordered by harm, worst first
     verdict: str = "OK"
     near_threshold: int = 4
@@ -85,6 +88,9 @@ def rank_problems(rep: Report, has_split: bool) -> list[dict[str, Any]]:
     add("leakage", leak_exact + leak_near,
         f"leakage: {leak_exact} identical and {leak_near} near-identical image group(s) sit in "
         "more than one split (test scores would be inflated)")
+    add("group_leakage", len(rep.group_leakage),
+        f"group leakage: {len(rep.group_leakage)} group(s) of the group column sit in more than one split "
+        "(photos of one part in train and test inflate the test score)")
     conf_exact = sum("conflicting_labels" in g["kinds"] for g in rep.exact_duplicates)
     conf_near = sum("conflicting_labels" in p["kinds"] for p in rep.near_duplicates)
     add("conflicting_labels", conf_exact + conf_near,
@@ -103,6 +109,8 @@ def rank_problems(rep: Report, has_split: bool) -> list[dict[str, Any]]:
     near_within = sum(p["kinds"] == ["within_class"] for p in rep.near_duplicates)
     add("near_duplicates", near_within,
         f"{near_within} near-duplicate pair(s) in the same class{hint}")
+    if rep.name_group_hint:
+        add("name_groups", len(rep.name_groups), rep.name_group_hint)
     if rep.imbalance_ratio is not None and rep.imbalance_ratio >= IMBALANCE_WARN:
         add("imbalance", 1, f"class imbalance {rep.imbalance_ratio:.1f}:1 "
                             "(read balanced accuracy and recall, not accuracy)")
@@ -141,6 +149,10 @@ def _examples(rep: Report, kind: str, limit: int = 3) -> list[str]:
         ex += [pair(p) for p in rep.near_duplicates if kind in p["kinds"]]
     elif kind == "duplicates":
         ex = [group(g) for g in rep.exact_duplicates if g["kinds"] == ["within_class"]]
+    elif kind == "group_leakage":
+        ex = [f"group {g['group']!r} in {', '.join(g['splits'])}" for g in rep.group_leakage]
+    elif kind == "name_groups":
+        ex = [" + ".join(g["files"][:3]) for g in rep.name_groups]
     elif kind == "near_duplicates":
         ex = [pair(p) for p in rep.near_duplicates if p["kinds"] == ["within_class"]]
     elif kind in ("unreadable", "extension_mismatch"):
@@ -227,6 +239,9 @@ def _fix_rows(rep: Report) -> list[list[str]]:
             action = "review: likely the same part photographed twice"
         rows.append([b["path"], "near_duplicate:" + "+".join(p["kinds"]),
                      f"pHash distance {p['distance']} to {a['path']}", action])
+    for g in rep.group_leakage:
+        rows.append([g["group"], "group_leakage", f"group in {', '.join(g['splits'])}",
+                     "move every image of the group into one split"])
     for m in rep.extension_mismatch:
         rows.append([m["path"], "extension_mismatch", m["reason"], "rename to the right extension"])
     for c in rep.constant_images:

@@ -11,7 +11,8 @@ numbers wrong:
   the first listing, and for an unsplit set it does not matter which split the copy drew);
 - one image under two labels (the same path, or byte-identical content) stops the run,
   unless ``allow_label_conflicts``;
-- the same image in two splits stops the run, unless ``allow_leakage``;
+- the same image in two splits stops the run, unless ``allow_leakage``; so does a group of the
+  ``group`` column (:func:`~.groups.groups_across_splits`) whose images sit in two splits;
 - a class too small to reach every split (after the split) stops the run with its counts.
 """
 
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from ...errors import DataError
 from ..sources import SPLITS, Sample
 from .duplicates import exact_groups, group_kinds
+from .groups import groups_across_splits
 from .labels import classes_missing_from_splits
 from .leakage import check_leakage, content_hashes
 
@@ -97,12 +99,28 @@ def too_small_for_the_splits(samples: Sequence[Sample]) -> str | None:
             "or leave the class out")
 
 
-def check_for_training(samples: list[Sample], cfg: TrainConfig) -> tuple[list[Sample], list[str]]:
+def group_leakage_message(samples: Sequence[Sample]) -> str | None:
+    """The sentence for groups (``group`` column) that sit in more than one split, naming them
+    and their splits; None when every group is in one split."""
+    found = groups_across_splits(samples)
+    if not found:
+        return None
+    named = "; ".join(f"group {g!r} in {' and '.join(sp)}" for g, sp in found[:_LISTED])
+    more = f"; ... and {len(found) - _LISTED} more" if len(found) > _LISTED else ""
+    return (f"{len(found)} group(s) of the group column sit in more than one split: {named}{more}. Photos "
+            "of one part in train and test inflate the test score; move each group into one split, "
+            "or drop the split column and let inspectnet split (it keeps groups whole)")
+
+
+def check_for_training(samples: list[Sample], cfg: TrainConfig,
+                       every_class: bool = True) -> tuple[list[Sample], list[str]]:
     """Run the checks above on a split data set, in that order.
 
     Args:
         samples: The data set after the split.
         cfg: Reads ``allow_label_conflicts`` and ``allow_leakage``.
+        every_class: Refuse classes that miss a split (False: the approach trains on one
+            class and checks its own needs, see ``Approach.needs_all_classes``).
 
     Returns:
         The samples to train on (duplicate rows dropped) and warnings to print.
@@ -128,7 +146,12 @@ def check_for_training(samples: list[Sample], cfg: TrainConfig) -> tuple[list[Sa
                         + "; ".join(_conflict_lines(conflicts)[:3]))
     # Leakage makes every later number dishonest (the same hashes: each file is read once).
     check_leakage(samples, allow=cfg.allow_leakage, hashes=hashes)
-    small = too_small_for_the_splits(samples)
+    straddling = group_leakage_message(samples)
+    if straddling and not cfg.allow_leakage:
+        raise DataError(straddling)
+    if straddling:
+        warnings.append(straddling + " (--allow-leakage)")
+    small = too_small_for_the_splits(samples) if every_class else None
     if small:
         raise DataError(small)
     return samples, warnings
