@@ -30,8 +30,9 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_compare_writes_one_row_per_approach(compared: Path) -> None:
     rows = json.loads((compared / "compare.json").read_text())
     # Every registered approach, from the registry; the course's order first.
-    assert [r["approach"] for r in rows] == ["scratch", "features", "finetune", "auto"]
-    assert [r["model"] for r in rows] == ["seed-cnn"] + ["efficientnet_lite0"] * 3
+    assert [r["approach"] for r in rows] == ["scratch", "features", "finetune", "anomaly", "auto"]
+    assert [r["model"] for r in rows] == ["seed-cnn", "efficientnet_lite0", "efficientnet_lite0",
+                                          "patchcore-efficientnet_lite0", "efficientnet_lite0"]
     for r in rows:
         assert KEYS <= set(r)
         assert 0 <= r["accuracy"] <= 1 and r["train_seconds"] >= 0
@@ -40,7 +41,7 @@ def test_compare_writes_one_row_per_approach(compared: Path) -> None:
         assert r["pointing_game"] is None or 0 <= r["pointing_game"] <= 1
         assert r["pointing_game_layercam"] is None or 0 <= r["pointing_game_layercam"] <= 1
     md = (compared / "compare.md").read_text()
-    assert md.count("\n| ") == 4 and "| finetune | efficientnet_lite0 |" in md
+    assert md.count("\n| ") == 5 and "| finetune | efficientnet_lite0 |" in md
     assert (compared / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -67,3 +68,21 @@ def test_a_finetune_fallback_is_said_under_the_table(compared: Path) -> None:
     con = Console(width=200, record=True)
     con.print(rows_table(rows))
     assert ft["note"] in con.export_text()
+
+
+def test_the_table_shows_accuracy_and_recall_with_their_wilson_intervals() -> None:
+    from rich.console import Console
+
+    from inspectnet.compare import rows_markdown, rows_table
+
+    row = {"approach": "features", "model": "efficientnet_lite0", "params_trainable": 2562, "params_total": 3_400_000,
+           "epochs": 0, "train_seconds": 3.0, "accuracy": 0.912, "accuracy_ci95": [0.88, 0.936],
+           "balanced_accuracy": 0.9, "f1_positive": 0.9, "recall_positive": 0.95, "recall_positive_ci95": [0.9, 0.975],
+           "roc_auc": 0.97, "run_dir": "r"}
+    old = {**row, "approach": "scratch", "accuracy_ci95": None, "recall_positive_ci95": None}  # a run from before
+    con = Console(width=250, record=True)
+    con.print(rows_table([row, old]))
+    text = con.export_text()
+    assert "91.2% [88.0–93.6]" in text and "0.950 [0.900–0.975]" in text and "Wilson" in text
+    md = rows_markdown([row, old])
+    assert "| 91.2% [88.0–93.6] |" in md and "| 91.2% | 90.0% |" in md

@@ -143,7 +143,7 @@ def test_predict_output_resume_and_shards(seed_run: Path, tmp_path_factory: pyte
     assert r.exit_code == 0, r.output
     rows = _csv_rows(full)
     assert len(rows) == n_all + 1 and "onnx engine" in r.output
-    assert list(rows[0]) == ["path", "verdict", "class", "probability", "p_damaged", "error"]
+    assert list(rows[0]) == ["path", "verdict", "probability", "p_damaged", "review_reason", "error"]
     bad = [x for x in rows if x["path"].endswith("bad.png")]
     assert bad and "not an image" in bad[0]["error"]
 
@@ -186,7 +186,7 @@ def test_predict_stdout_formats_engines_and_cam(seed_run: Path, tmp_path_factory
     onnx_rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [x["verdict"] for x in torch_rows] == [x["verdict"] for x in onnx_rows]
     r = runner.invoke(app, ["predict", str(seed_run), *imgs, "--format", "csv"])
-    assert r.exit_code == 0 and r.stdout.splitlines()[0].startswith("path,verdict,class")
+    assert r.exit_code == 0 and r.stdout.splitlines()[0].startswith("path,verdict,probability")
     assert len(r.stdout.splitlines()) == 4
     r = runner.invoke(app, ["predict", str(seed_run), *imgs])
     assert r.exit_code == 0 and "3 inspected" in r.stdout

@@ -7,6 +7,7 @@ export and serving need only the run folder. No pickles: safetensors holds tenso
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import os
 import platform
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from annotated_types import Ge, Interval
+from annotated_types import Ge, Gt, Interval
 from safetensors.torch import load_file, save_file
 
 from .config import POOLS, TTA_VIEWS, field_problems
+from .decision import RULES, cost_matrix_problems
 from .errors import ModelError
 from .io import atomic_write, atomic_write_json, make_dir
 from .models import Network, create_model
@@ -43,7 +45,14 @@ class ModelCard:
     img_size: Annotated[int, Ge(16)]
     mean: list[float]
     std: list[float]
-    threshold: Annotated[float, Interval(ge=0, le=1)] = 0.5
+    threshold: Annotated[float, Interval(ge=0, le=1)] = 0.5  # the inspection operating point (target recall)
+    # How the class is decided (inspectnet.decision): cards from before these fields decide by
+    # ``threshold``, as they did; new runs record the rule their ``objective`` chose.
+    decision: str = "threshold"
+    decision_threshold: Annotated[float, Interval(ge=0, le=1)] | None = None  # the threshold rule's cut
+    cost_matrix: list[list[float]] | None = None  # the cost rule's cost[true][decided]
+    objective: str = ""
+    temperature: Annotated[float, Gt(0)] = 1.0  # calibration: p <- normalise(p ** (1 / T))
     tta_views: int = 1  # flip/rot90 views averaged per image when the threshold was chosen
     channels: Annotated[int, Ge(1)] = 3
     pool: str = "avg"  # global pooling in front of the classifier (config ``pool``)
@@ -171,6 +180,12 @@ def card_problems(raw: dict[str, Any]) -> list[str]:
     pools = [x for x in POOLS if x != "auto"]
     if c.pool not in pools:
         found.append(f"pool={c.pool!r} is not allowed; choose one of {', '.join(pools)}")
+    if c.decision not in RULES:
+        found.append(f"decision={c.decision!r} is not allowed; choose one of {', '.join(RULES)}")
+    elif c.decision == "cost":
+        found += cost_matrix_problems(c.cost_matrix, c.classes)
+    if not math.isfinite(c.temperature):
+        found.append(f"temperature={c.temperature!r} must be a finite number > 0")
     return found
 
 

@@ -25,9 +25,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ._version import __version__
+from .cli_params import (Choices, approach_help, approaches, device_choices, emit_json, engines, json_command,
+                         model_choices, with_choices)
 from .errors import ConfigError, InspectnetError, TrainingInterrupted
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# add_completion: --install-completion / --show-completion for bash, zsh, fish and PowerShell.
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Labelled photos of parts in; a trained, measured, explainable CNN classifier out.")
 # Tables stay readable in logs and CI output, where rich would otherwise assume 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -37,9 +41,17 @@ err = Console(stderr=True, highlight=False)
 _DEBUG = {"on": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"inspectnet {__version__}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of any error "
-                                        "(also INSPECTNET_DEBUG=1).")) -> None:
+                                        "(also INSPECTNET_DEBUG=1)."),
+             version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
     """Labelled photos of parts in; a trained, measured, explainable CNN classifier out."""
     _DEBUG["on"] = debug
 
@@ -98,6 +110,15 @@ def _must_exist(path: Path | None, what: str) -> None:
         raise ConfigError(f"{what} {path} does not exist")
 
 
+def _torch_device(name: str) -> str:
+    """``auto``: CUDA when torch sees a GPU, else the CPU (as ``train`` resolves it)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _run_arg(run: Path) -> Path:
     if not Path(run).exists():
         raise ConfigError(f"{run} is not a run folder: it does not exist (train one with `inspectnet train`)")
@@ -113,21 +134,32 @@ def _fmt(v: Any) -> str:
 
 
 def metrics_table(m: dict[str, Any], title: str) -> Table:
-    t = Table(title=title, show_header=True)
+    t = Table(title=title, show_header=True,
+              caption="[lo–hi]: 95% Wilson interval" if m.get("accuracy_ci95") else None)
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k in ("split", "n", "accuracy", "balanced_accuracy", "macro_f1", "precision_positive", "recall_positive",
               "f1_positive", "roc_auc", "pr_auc"):
         if k in m:
-            t.add_row(k, _fmt(m[k]))
+            ci = m.get(f"{k}_ci95")  # 95% Wilson interval, where the metrics carry one
+            t.add_row(k, _fmt(m[k]) + (f"  [{ci[0]:.3f}–{ci[1]:.3f}]" if ci else ""))
     at = m.get("at_threshold")
     if at:
-        t.add_row(f"recall @ threshold {at['threshold']:.3f}", _fmt(at["recall_positive"]))
+        ci = at.get("recall_positive_ci95")
+        t.add_row(f"recall @ threshold {at['threshold']:.3f}",
+                  _fmt(at["recall_positive"]) + (f"  [{ci[0]:.3f}–{ci[1]:.3f}]" if ci else ""))
         t.add_row("false alarms @ threshold", f"{at['false_alarms']} of {at['n']}")
+    dec = m.get("decided")
+    if dec and dec.get("rule") != "argmax":  # argmax decisions are the rows above
+        t.add_row(f"decided ({dec['described']}): accuracy", _fmt(dec["accuracy"]))
+        t.add_row("decided: balanced accuracy / recall", f"{_fmt(dec['balanced_accuracy'])} / {_fmt(dec['recall_positive'])}")
+    cal = m.get("calibration")
+    if cal and cal.get("ece_before") is not None:
+        t.add_row(f"ECE (temperature {cal['temperature']:.2f})", f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}")
     return t
 
 
-@app.command()
+@app.command(cls=with_choices({"model": model_choices()}))
 @friendly
 def summary(model: str = typer.Option("seed-cnn", "--model", "-m", help="Registry or timm name."),
             img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
@@ -145,33 +177,46 @@ def summary(model: str = typer.Option("seed-cnn", "--model", "-m", help="Registr
 
 @app.command("models")
 @friendly
-def models_cmd(pattern: str = typer.Argument("*"), all_timm: bool = typer.Option(False, "--all", help="Include every timm architecture.")) -> None:
+@json_command
+def models_cmd(pattern: str = typer.Argument("*"), all_timm: bool = typer.Option(False, "--all", help="Include every timm architecture."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON list to stdout (for scripts).")) -> None:
     """List the model names that --model accepts."""
     from .models import list_models, model_info
 
     names = list_models(pattern, include_timm=all_timm)
-    t = Table("name", "input", "pretrained weights", "about")
+    registered = set(list_models())
+    rows = []
     for n in names:
-        i = model_info(n) if not all_timm or n in list_models() else None
-        t.add_row(n, str(i.default_img_size) if i else "", (i.pretrained_source or "none (random init)") if i else "", i.description if i else "timm")
+        i = model_info(n) if n in registered else None
+        rows.append({"name": n, "input": i.default_img_size if i else None,
+                     "pretrained": i.pretrained_source if i else None, "about": i.description if i else "timm"})
+    if as_json:
+        return emit_json(rows)
+    t = Table("name", "input", "pretrained weights", "about")
+    for r in rows:
+        i = r["name"] in registered
+        t.add_row(r["name"], str(r["input"]) if i else "", (r["pretrained"] or "none (random init)") if i else "", r["about"])
     out.print(t)
 
 
-def _approach_help() -> str:
-    from .train.approach import approaches_help
+def _train_choices() -> type:
+    from .config import DEVICES, OPTIMIZERS, ORIENTATIONS, POOLS
 
-    return approaches_help()
+    # Shown and completed here; checked by the config check, which names the flag (one line).
+    lists = {"approach": approaches, "device": DEVICES, "optimizer": OPTIMIZERS, "orientation": ORIENTATIONS,
+             "class_weights": ("off", "on", "auto"), "precision": ("auto", "32", "bf16"), "pool": POOLS}
+    choices = {k: Choices(v, k, checked=False) for k, v in lists.items()} | {"model": model_choices()}
+    # The approaches' descriptions load their modules (and Lightning): only for `train --help`.
+    return with_choices(choices, helps={"approach": approach_help})
 
 
-_APPROACH_HELP = _approach_help()
-
-
-@app.command()
+@app.command(cls=_train_choices())
 @friendly
+@json_command
 def train(
     data: Optional[Path] = typer.Argument(None, help="Folder of class folders, train/val/test folders, or CSV manifest."),
-    approach: Optional[str] = typer.Option(None, "--approach", "-a", help=_APPROACH_HELP),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="seed-cnn, efficientnet_lite0/1/2, or a timm name."),
+    approach: Optional[str] = typer.Option(None, "--approach", "-a", help="The approach (its list: train --help)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A registered model or any timm name."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<approach>-<model>)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="auto | none | hub (download; needs internet) | FILE"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -191,7 +236,10 @@ def train(
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="auto: minutes of training, features then fine-tuning (default 20)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | 32 | bf16 (bf16 autocast; auto: bf16 from scratch where the CPU or GPU has native bf16, fp32 for features/finetune)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pooling in front of a pretrained head: auto | avg | catavgmax | catavgmax-mid (average and max side by side, of the last map and the block before it; auto: catavgmax-mid for features, avg otherwise)."),
-    target_recall: Optional[float] = typer.Option(None, "--target-recall"),
+    target_recall: Optional[float] = typer.Option(None, "--target-recall", help="Recall of the positive class at the inspection operating point (default 0.99; --objective recall decides by it)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="How the run decides: accuracy (default: the most probable class) | balanced (threshold or priors for balanced accuracy) | recall (reach --target-recall) | cost (--cost-matrix)."),
+    cost_matrix: Optional[str] = typer.Option(None, "--cost-matrix", help="cost[true][decided], rows by ';', classes in sorted order, e.g. '0,1;20,0' (missing a damaged part costs 20 false alarms); implies --objective cost."),
+    calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate", help="Temperature scaling fitted on validation (default on)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in RUN/skipped.csv)."),
     allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Train although images repeat across splits."),
     allow_label_conflicts: bool = typer.Option(False, "--allow-label-conflicts",
@@ -203,7 +251,12 @@ def train(
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Machines in a DDP job."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Lightning strategy: auto | ddp | ..."),
     cache_mb: Optional[int] = typer.Option(None, "--cache-mb", help="RAM budget (MiB) of decoded images; beyond it a file in RUN/cache/ (default: half of free RAM)."),
+    coreset_ratio: Optional[float] = typer.Option(None, "--coreset", help="anomaly: share of intact training patches kept in the memory bank (default 0.1)."),
+    anomaly_quantile: Optional[float] = typer.Option(None, "--anomaly-quantile", help="anomaly: threshold = this quantile of intact validation scores when val has no damaged image (default 0.99)."),
+    bank_max_mb: Optional[int] = typer.Option(None, "--bank-max-mb", help="anomaly: cap (MiB) on the patch features collected before the coreset (default 4096)."),
+    cv: Optional[int] = typer.Option(None, "--cv", help="K-fold cross-validation of the whole recipe: K runs into RUN/fold-1..K, then RUN/cv.json (mean ± std over the folds, pooled 95% Wilson intervals)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document to stdout (run folder, metrics); the rest goes to stderr."),
 ) -> None:
     """Train one approach (see --approach) and write a run folder."""
     from .config import TrainConfig
@@ -221,32 +274,71 @@ def train(
                  orientation=orientation, class_weights=class_weights, cv_folds=cv_folds, time_budget=time_budget,
                  precision=precision, pool=pool, skip_bad=skip_bad or None, allow_leakage=allow_leakage or None,
                  allow_label_conflicts=allow_label_conflicts or None, overwrite=overwrite or None,
-                 devices=devices, num_nodes=num_nodes, strategy=strategy, cache_mb=cache_mb)
+                 devices=devices, num_nodes=num_nodes, strategy=strategy, cache_mb=cache_mb,
+                 coreset_ratio=coreset_ratio, anomaly_quantile=anomaly_quantile, bank_max_mb=bank_max_mb,
+                 objective=objective, calibrate=calibrate, cost_matrix=_cost_matrix_flag(cost_matrix))
+    if cost_matrix is not None and objective is None:
+        flags["objective"] = "cost"
     try:
+        if cv is not None:  # K runs of the whole recipe, one per fold (train/cv.py)
+            return _train_cv(data, cv, base, out_dir, quiet, resume, flags)
         res = do_train(str(data) if data else None, config=base, out=out_dir, quiet=quiet, resume=resume is not None,
                        **flags)
     except ConfigError as e:
         if e.key and flags.get(e.key) is not None:  # a value given as a flag: name the flag
             raise ConfigError(f"--{e.key.replace('_', '-')}: {e}", key=e.key) from None
         raise
-    if not res.is_global_zero:
-        return  # another rank of a DDP job: rank 0 reports
+    if res.is_global_zero:  # other ranks of a DDP job stay quiet: rank 0 reports
+        _report_training(res)
+
+
+def _report_training(res: Any) -> None:
     out.print(metrics_table(res.metrics, f"{res.config.approach} · {res.card.architecture} · {res.train_seconds:.0f} s training"))
     for n in res.notes:
         out.print(f"  note: {n}")
     out.print(f"run folder: [bold]{res.run_dir}[/]")
+    emit_json({"run_dir": str(res.run_dir), "approach": res.config.approach, "model": res.card.architecture,
+               "train_seconds": res.train_seconds, "notes": res.notes, "metrics": res.metrics})
 
 
-@app.command()
+def _cost_matrix_flag(text: str | None) -> list[list[float]] | None:
+    if text is None:
+        return None
+    from .decision import parse_cost_matrix
+
+    try:
+        return parse_cost_matrix(text)
+    except ValueError:
+        raise ConfigError(f"--cost-matrix {text!r} is not a matrix of numbers: write rows separated by ';' "
+                          "and entries by ',', e.g. '0,1;20,0'", key="cost_matrix") from None
+
+
+def _train_cv(data: Path | None, k: int, base: Any, out_dir: Path | None, quiet: bool, resume: Path | None,
+              flags: dict[str, Any]) -> None:
+    """``train --cv K``: the folds' runs, then their table (mean ± std, pooled intervals)."""
+    from .train.cv import cross_validate, cv_table
+
+    if resume is not None:
+        raise ConfigError("--cv and --resume do not go together; resume a fold with --resume RUN/fold-i")
+    res = cross_validate(str(data) if data else None, k, config=base, out=out_dir, quiet=quiet, **flags)
+    out.print(cv_table(res))
+    out.print(f"written: [bold]{res['_written_to']}[/]")
+    emit_json(res)
+
+
+@app.command(cls=with_choices({"split": Choices(("test", "val", "train", "all"), "split", checked=False),
+                                "device": device_choices()}))
 @friendly
+@json_command
 def evaluate(run: Path = typer.Argument(..., help="Run folder."),
              data: Optional[Path] = typer.Option(None, "--data", help="Other data (default: the run's split)."),
-             split: str = typer.Option("test", "--split", help="test | val | train | all"),
-             device: str = typer.Option("cpu", "--device"),
+             split: str = typer.Option("test", "--split", help="Which split of the run (all: every image of --data)."),
+             device: str = typer.Option("auto", "--device", help="auto: CUDA when there is a GPU, else the CPU."),
              json_out: Optional[Path] = typer.Option(None, "--out", help="Where to write the metrics JSON."),
              masks: Optional[Path] = typer.Option(None, "--masks", help="Damage masks (folder or synth manifest.csv): "
                                                   "does Grad-CAM point at the damage?"),
-             report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report too.")) -> None:
+             report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report too."),
+             as_json: bool = typer.Option(False, "--json", help="Print one JSON document to stdout (metrics, files written); the rest goes to stderr.")) -> None:
     """Metrics (and the HTML report) of a trained run on its own test split or on other data."""
     from .evaluate.run import evaluate as do_eval
 
@@ -255,6 +347,8 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
         raise ConfigError(f"--split {split!r}: choose test, val, train or all")
     _must_exist(data, "data path")
     _must_exist(masks, "masks")
+    device = _torch_device(device)
+    r = path = None
     m = do_eval(run, data=data, split=split, device=device, out=json_out)
     out.print(metrics_table(m, f"evaluate {run}"))
     out.print(f"written: {m['_written_to']}")
@@ -275,17 +369,19 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
 
         path = write_report(run, data=data, split=split, device=device, metrics=m, masks=masks, views=run_views(run))
         out.print(f"report: {path}")
+    emit_json({"run": str(run), "split": split, "metrics": m, "localization": r, "report": path and str(path)})
 
 
-@app.command()
+@app.command(cls=with_choices({"fmt": Choices(("table", "json", "csv"), "format"), "device": device_choices(),
+                                "engine": Choices(engines, "engine", checked=False)}))
 @friendly
 def predict(run: Path = typer.Argument(..., help="Run folder."),
             inputs: list[str] = typer.Argument(..., help="Image files, folders or globs."),
-            fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv (stdout)"),
+            fmt: str = typer.Option("table", "--format", "-f", help="Rows on stdout as a table, JSON lines or CSV."),
             batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
             workers: int = typer.Option(2, "--workers", min=1, help="Decoding threads."),
-            device: str = typer.Option("cpu", "--device"),
-            engine: str = typer.Option("auto", "--engine", help="auto (ONNX Runtime when exported) | torch | onnx"),
+            device: str = typer.Option("auto", "--device", help="auto: CUDA when there is a GPU, else the CPU."),
+            engine: str = typer.Option("auto", "--engine", help="auto: ONNX Runtime when the run is exported and the device is the CPU, else torch."),
             output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                   help="Write rows to a .csv or .jsonl file as they come (stderr: summary)."),
             resume: bool = typer.Option(False, "--resume", help="Skip the files already in --output; append the rest."),
@@ -303,8 +399,6 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
     """
     from .predict import ResultWriter, expand_inputs, make_predictor, parse_shard, run_predictions, shard_paths
 
-    if fmt not in ("table", "json", "csv"):
-        raise typer.BadParameter(f"--format {fmt!r}: choose table, json or csv")
     if resume and output is None:
         raise typer.BadParameter("--resume needs --output FILE (the file to continue)")
     _run_arg(run)
@@ -318,7 +412,8 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
     try:
         rows = run_predictions(pred, paths, batch_size=batch_size, writer=writer, cam_dir=cam, progress=show,
                                workers=workers)
-        n, flagged, errors = _emit_rows(rows, None if writer is not None else fmt, pos, pred.card.threshold)
+        n, flagged, errors = _emit_rows(rows, None if writer is not None else fmt, pos,
+                                        pred.decision.describe(pred.card.classes))
     finally:
         if writer is not None:
             writer.close()
@@ -333,7 +428,7 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
         raise typer.Exit(1)
 
 
-def _emit_rows(rows: Any, fmt: str | None, pos: str, threshold: float) -> tuple[int, int, int]:
+def _emit_rows(rows: Any, fmt: str | None, pos: str, rule: str) -> tuple[int, int, int]:
     """Print rows to stdout as ``fmt`` (``None``: they went to a file); count them, the flagged
     and the unreadable ones."""
     import csv
@@ -341,7 +436,7 @@ def _emit_rows(rows: Any, fmt: str | None, pos: str, threshold: float) -> tuple[
     from .predict import csv_header, csv_row
     from .predict.stream import json_line
 
-    table = Table("image", "verdict", f"p({pos})", "class", "probability", title=f"threshold {threshold:.3f}")
+    table = Table("image", "verdict", f"p({pos})", "probability", "review", title=f"decides: {rule}")
     w = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
     if w is not None:
         w.writerow(csv_header(pos))
@@ -360,8 +455,8 @@ def _emit_rows(rows: Any, fmt: str | None, pos: str, threshold: float) -> tuple[
             table.add_row(escape(r["path"]), f"[red]error: {escape(r['error'])}[/]", "", "", "")
         elif fmt == "table":
             style = "red" if r["verdict"] == pos else "green"
-            table.add_row(escape(r["path"]), f"[{style}]{r['verdict']}[/]", _fmt(r[f"p_{pos}"]), r["class"],
-                          _fmt(r["probability"]))
+            table.add_row(escape(r["path"]), f"[{style}]{r['verdict']}[/]", _fmt(r[f"p_{pos}"]),
+                          _fmt(r["probability"]), escape(r["review_reason"] or ""))
     if fmt == "table":
         out.print(table)
     return n, flagged, errors
@@ -388,15 +483,17 @@ def synth(out_dir: Path = typer.Argument(..., help="Output folder."),
     out.print(f"wrote {n} images to [bold]{p}[/] (preview: {p / 'preview.png'})")
 
 
-@app.command()
+@app.command(cls=with_choices({"model": model_choices()}))
 @friendly
+@json_command
 def compare(data: Path = typer.Argument(..., help="Data set folder or CSV."),
             out_dir: Path = typer.Option(Path("runs/compare"), "--out", "-o"),
             scratch_epochs: int = typer.Option(15, "--scratch-epochs"),
             finetune_epochs: int = typer.Option(8, "--finetune-epochs"),
-            model: str = typer.Option("efficientnet_lite0", "--model"),
+            model: str = typer.Option("efficientnet_lite0", "--model", help="The pretrained model of features and finetune."),
             img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size of the pretrained model."),
-            seed: int = typer.Option(0, "--seed"), quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+            seed: int = typer.Option(0, "--seed"), quiet: bool = typer.Option(False, "--quiet", "-q"),
+            as_json: bool = typer.Option(False, "--json", help="Print the comparison rows as one JSON list to stdout; the rest goes to stderr.")) -> None:
     """Train every approach on the same split and compare them in one table."""
     from .compare import compare as do_compare, rows_table
 
@@ -404,6 +501,7 @@ def compare(data: Path = typer.Argument(..., help="Data set folder or CSV."),
                       model=model, img_size=img_size, seed=seed, quiet=quiet)
     out.print(rows_table(rows))
     out.print(f"written: {out_dir / 'compare.json'}, {out_dir / 'compare.md'}, {out_dir / 'compare.png'}")
+    emit_json(rows)
 
 
 @app.command()
@@ -476,20 +574,20 @@ def convolve(image: Path = typer.Argument(..., help="An image, or a text file of
     out.print(f"written: {p}")
 
 
-@app.command()
+@app.command(cls=with_choices({"device": device_choices()}))
 @friendly
 def explain(run: Path = typer.Argument(..., help="Run folder."),
             images: list[str] = typer.Argument(..., help="Image files, folders or globs."),
             out_dir: Path = typer.Option(Path("explain"), "--out", "-o"),
             layer: Optional[str] = typer.Option(None, "--layer", help="Feature maps of this layer (names from `inspectnet summary`)."),
-            device: str = typer.Option("cpu", "--device")) -> None:
+            device: str = typer.Option("auto", "--device", help="auto: CUDA when there is a GPU, else the CPU.")) -> None:
     """Grad-CAM, Grad-CAM++ and LayerCAM overlays, first-layer filters and feature maps, per image."""
     from .bundle import load_model
     from .data.decode import DecodeError, decode_image, resize_uint8
     from .explain import explain_image
     from .predict import expand_inputs
 
-    lm = load_model(_run_arg(run), device=device)
+    lm = load_model(_run_arg(run), device=_torch_device(device))
     t = Table("image", "predicted", "probability", "files")
     for path in expand_inputs(images):
         try:
@@ -519,7 +617,7 @@ def export(run: Path = typer.Argument(..., help="Run folder."),
               "`inspectnet predict` and `serve` now use it on CPU")
 
 
-@app.command()
+@app.command(cls=with_choices({"device": device_choices(), "engine": Choices(engines, "engine", checked=False)}))
 @friendly
 def serve(run: Path = typer.Argument(..., help="Run folder."),
           host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 = every one)."),
@@ -527,7 +625,8 @@ def serve(run: Path = typer.Argument(..., help="Run folder."),
           token: Optional[str] = typer.Option(None, "--token", envvar="INSPECTNET_TOKEN",
                                               help="Require 'Authorization: Bearer TOKEN' on /v1/*."),
           workers: Optional[int] = typer.Option(None, "--workers", help="Inference threads taking batches (default: one per core; the cores are shared among them)."),
-          engine: str = typer.Option("auto", "--engine", help="auto | torch | onnx"),
+          engine: str = typer.Option("auto", "--engine", help="auto: ONNX Runtime when the run is exported and the device is the CPU, else torch."),
+          device: str = typer.Option("auto", "--device", help="auto: CUDA when there is a GPU, else the CPU."),
           max_upload_mb: float = typer.Option(20, "--max-upload-mb", help="Largest request body, MB."),
           max_batch: int = typer.Option(32, "--max-batch", help="Most images in one inference batch (and per request)."),
           batch_wait_ms: float = typer.Option(3.0, "--batch-wait-ms", help="How long a batch waits for more images after its first."),
@@ -548,7 +647,7 @@ def serve(run: Path = typer.Argument(..., help="Run folder."),
     except ConfigError as e:  # a usage error (exit 2) naming the flag, before the model loads
         flag, _, reason = str(e).partition(" ")
         raise typer.BadParameter(reason, param_hint=flag) from None
-    app_ = create_app(run, engine=engine, token=token, max_upload_mb=max_upload_mb, max_batch=max_batch,
+    app_ = create_app(run, engine=engine, device=device, token=token, max_upload_mb=max_upload_mb, max_batch=max_batch,
                       queue_size=queue_size, workers=workers, batch_wait_ms=batch_wait_ms, max_wait_ms=max_wait_ms)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone on the network can use it")

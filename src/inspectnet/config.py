@@ -102,6 +102,16 @@ class TrainConfig:
         skip_bad: Skip unreadable images (listed in ``RUN/skipped.csv``) instead of stopping.
         allow_leakage: Train even when the same image content sits in two splits.
         target_recall: Recall of the positive class that the inspection threshold aims for.
+        objective: How the run decides (``inspectnet.decision``): ``accuracy`` (the default:
+            the most probable class), ``balanced`` (a threshold, or class priors, chosen on
+            validation for balanced accuracy), ``recall`` (the positive class at the threshold
+            that reaches ``target_recall`` on validation) or ``cost`` (least expected cost
+            under ``cost_matrix``). Training is the same for all four: the loss is unweighted.
+        cost_matrix: ``cost[true][decided]``, classes in the run's order (``model.json``'s
+            ``classes``: sorted names), for ``objective: cost``.
+        calibrate: Fit a temperature on validation (out-of-fold predictions for CV heads) so
+            that probabilities mean what they say; stored in ``model.json`` and applied by
+            ``evaluate``, ``predict``, ``serve`` and the ONNX engine.
         cv_folds: Heads on cached features (``features``, ``auto``) choose their L2 strength
             and pooling by this many folds of cross-validation on train+val, then refit on
             all of it; the threshold comes from the out-of-fold predictions. ``0`` chooses on
@@ -116,6 +126,12 @@ class TrainConfig:
             file in ``RUN/cache/`` (removed at the end). ``None`` = half of the available RAM.
         allow_label_conflicts: Train even when one image (the same path, or identical content)
             carries two labels.
+        coreset_ratio: ``anomaly``: share of the intact training patches that the greedy
+            k-center coreset keeps in the memory bank (1 keeps them all).
+        anomaly_quantile: ``anomaly``: when validation holds no damaged image, the threshold
+            is this quantile of the intact validation images' scores.
+        bank_max_mb: ``anomaly``: refuse to collect more than this many MiB of patch
+            features (images x patches per image x feature dim x 4 bytes) before the coreset.
         overwrite: Replace a run already in the run folder (``model/model.json`` or
             ``metrics.json``); without it (or ``resume``) ``train`` refuses. An action, not a
             property of the run: never written to ``config.yaml``.
@@ -156,12 +172,18 @@ class TrainConfig:
     allow_leakage: bool = False
     allow_label_conflicts: bool = False
     target_recall: Annotated[float, Interval(gt=0, le=1)] = 0.99
+    objective: str = "accuracy"
+    cost_matrix: list[list[Annotated[float, Ge(0)]]] | None = None
+    calibrate: bool = True
     cv_folds: Annotated[int, Interval(ge=0, le=20)] = 5  # 1 is refused in problems(): 0 or 2..20
     time_budget: Annotated[float, Gt(0)] = 20.0
     devices: Annotated[int, Ge(1)] = 1
     num_nodes: Annotated[int, Ge(1)] = 1
     strategy: str = "auto"
     cache_mb: Annotated[int, Ge(0)] | None = None
+    coreset_ratio: Annotated[float, Interval(gt=0, le=1)] = 0.1
+    anomaly_quantile: Annotated[float, Interval(gt=0.5, lt=1)] = 0.99
+    bank_max_mb: Annotated[int, Ge(1)] = 4096
     overwrite: bool = field(default=False, metadata={"record": False})
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -183,7 +205,21 @@ class TrainConfig:
             found.append(("tta_views", f"tta_views={self.tta_views} must be 1, 2, 4 or 8"))
         if self.cv_folds == 1:
             found.append(("cv_folds", "cv_folds=1 must be 0 (choose on the validation split) or 2 to 20"))
+        found += self._decision_problems()
         return found
+
+    def _decision_problems(self) -> list[tuple[str, str]]:
+        from .decision import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            return [("objective", f"objective={self.objective!r} is not allowed; choose one of {', '.join(OBJECTIVES)}")]
+        if self.objective == "cost" and self.cost_matrix is None:
+            return [("cost_matrix", "objective=cost needs a cost_matrix (rows: the true class, columns: the "
+                                    "decided class, e.g. --cost-matrix '0,1;20,0')")]
+        if self.cost_matrix is not None and self.objective != "cost":
+            return [("objective", f"a cost_matrix is given but objective={self.objective!r}; "
+                                  "set objective: cost to decide by it")]
+        return []
 
     def check(self, source: str | None = None) -> TrainConfig:
         """Types, ranges and choices (no registry look-ups); raise the first problem.

@@ -80,6 +80,7 @@ def test_train_writes_report_with_every_section(trained) -> None:
     for s in ("data", "curves", "roc-pr", "calibration", "threshold", "gallery"):
         assert p.imgs_in.get(s, 0) >= 1, f"section #{s} has no picture"
     assert "ECE" in text and "threshold" in text
+    assert text.count("95% CI ") >= 2  # accuracy and the positive class's recall, with Wilson intervals
     assert f"{trained.card.threshold:.4f}" in text
 
 

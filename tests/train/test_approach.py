@@ -65,7 +65,7 @@ def test_a_registered_toy_approach_trains_from_the_cli(toy_data: Path, tmp_path:
 
 def test_an_unknown_approach_names_the_registered_ones(toy: type[Toy]) -> None:
     with pytest.raises(ConfigError, match=r"approach='nope' is not allowed; choose one of scratch, features, "
-                                          r"finetune, auto, toy"):
+                                          r"finetune, anomaly, auto, toy"):
         ap.get_approach("nope")
 
 

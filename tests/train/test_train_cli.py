@@ -120,7 +120,7 @@ def test_predict_files_folders_globs(runs: dict[str, Path], data: Path, fmt: str
         assert verdicts[0] == "damaged"
         assert sum(v == "intact" for v in verdicts[1:61]) >= 50  # the intact folder
     elif fmt == "csv":
-        assert res.stdout.splitlines()[0].startswith("path,verdict,class,probability,p_damaged")
+        assert res.stdout.splitlines()[0].startswith("path,verdict,probability,p_damaged,review_reason,error")
         assert len(res.stdout.strip().splitlines()) == 72  # stderr has the summary line
     else:
         assert "71 inspected" in res.output

@@ -14,7 +14,6 @@ of the one tensor in either case.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,8 +37,13 @@ class BadFile:
     reason: str
 
 
-def available_mb() -> float | None:
-    """``MemAvailable`` from ``/proc/meminfo`` in MiB (None where there is no such file)."""
+# Assumed available RAM (MiB) where no probe answers: a 1 GiB cache budget, which a laptop
+# has to spare, rather than an unbounded one that could swap a large data set.
+FALLBACK_AVAILABLE_MB = 2048.0
+
+
+def _meminfo_mb() -> float | None:
+    # Linux: MemAvailable counts the page cache the kernel can reclaim, unlike MemFree.
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -50,10 +54,63 @@ def available_mb() -> float | None:
     return None
 
 
+def _psutil_mb() -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return psutil.virtual_memory().available / 2**20
+    except (OSError, AttributeError, RuntimeError):
+        return None
+
+
+def _windows_mb() -> float | None:
+    if os.name != "nt":
+        return None
+    import ctypes
+
+    class MemoryStatusEx(ctypes.Structure):
+        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong)] + [
+            (name, ctypes.c_ulonglong) for name in ("ullTotalPhys", "ullAvailPhys", "ullTotalPageFile",
+                                                    "ullAvailPageFile", "ullTotalVirtual", "ullAvailVirtual",
+                                                    "ullAvailExtendedVirtual")]
+
+    stat = MemoryStatusEx()
+    stat.dwLength = ctypes.sizeof(stat)
+    if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(stat)):
+        return None
+    return stat.ullAvailPhys / 2**20
+
+
+def _sysconf_mb() -> float | None:
+    # Free pages only (no reclaimable cache): an underestimate, which is the safe side.
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (AttributeError, ValueError, OSError):
+        return None  # no os.sysconf (Windows) or no such name (macOS)
+
+
+RAM_PROBES = (_meminfo_mb, _psutil_mb, _windows_mb, _sysconf_mb)
+
+
+def available_mb() -> float | None:
+    """Available RAM in MiB, from the first probe that answers: ``/proc/meminfo`` (Linux),
+    psutil (when installed), the Windows API, ``os.sysconf``; None when none does."""
+    for probe in RAM_PROBES:
+        mb = probe()
+        if mb is not None and mb > 0:
+            return mb
+    return None
+
+
 def default_cache_mb() -> float:
-    """Half of the available RAM: room is left for the model, activations and the OS."""
+    """Half of the available RAM: room is left for the model, activations and the OS.
+
+    Where the RAM cannot be read, half of :data:`FALLBACK_AVAILABLE_MB`: a bounded budget,
+    so that a large data set spills to disk instead of filling memory."""
     mb = available_mb()
-    return math.inf if mb is None else mb / 2
+    return (FALLBACK_AVAILABLE_MB if mb is None else mb) / 2
 
 
 def allocate_images(n: int, size: int, *, spill_path: Path | None = None,

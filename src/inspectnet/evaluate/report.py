@@ -119,6 +119,7 @@ def write_report(run: str | Path, data: str | Path | None = None, split: str = "
 
     from ..bundle import load_model
     from ..config import TrainConfig
+    from ..decision import calibrate, decision_of
     from .run import full_metrics, predict_probs
 
     run = Path(run)
@@ -126,10 +127,10 @@ def write_report(run: str | Path, data: str | Path | None = None, split: str = "
     card = lm.card
     es = load_eval_set(run, card, data=data, split=split, progress=progress,
                        thumbs_per_class=THUMBS_PER_CLASS)
-    probs = predict_probs(lm.network, es.images, device=device, views=views)
+    probs = calibrate(predict_probs(lm.network, es.images, device=device, views=views), card.temperature)
     if metrics is None:
         metrics = full_metrics(es.labels, probs, card.classes, card.positive_class, card.threshold,
-                               es.split)
+                               es.split, decision_of(card))
     metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
     cfg_path = run / "config.yaml"
     cfg = TrainConfig.load(cfg_path) if cfg_path.is_file() else None
@@ -168,6 +169,7 @@ def _training_eval_arrays(result: Any, cache: dict[str, Any], network: torch.nn.
                           device: torch.device | str, split: str | None
                           ) -> tuple[torch.Tensor, np.ndarray, list[Path], np.ndarray]:
     """Images, labels, paths and probabilities of the split train measured (empty if none)."""
+    from ..decision import calibrate
     from .run import predict_probs
 
     c = cache.get(split) if split else None
@@ -177,8 +179,8 @@ def _training_eval_arrays(result: Any, cache: dict[str, Any], network: torch.nn.
     stored = getattr(result, "probs", None)
     probs = stored.get(split) if isinstance(stored, dict) else None
     if probs is None or len(probs) != len(c):
-        probs = predict_probs(network, c.images, device=device,
-                              views=getattr(result.config, "tta_views", 1))
+        probs = calibrate(predict_probs(network, c.images, device=device,
+                                        views=getattr(result.config, "tta_views", 1)), result.card.temperature)
     return c.images, c.labels.numpy(), list(c.paths), probs
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.augment import dihedral_views
+from ..decision import Decision, calibrate, decision_metrics, decision_of, ece
 from ..errors import DataError
 from ..io import atomic_write_json
 from .eval_set import eval_samples
@@ -68,7 +69,7 @@ def run_views(run: str | Path) -> int:
 
 
 def full_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], positive: str,
-                 threshold: float, split: str) -> dict[str, Any]:
+                 threshold: float, split: str, decision: Decision | None = None) -> dict[str, Any]:
     """Argmax metrics under their names, the inspection operating point under ``at_threshold``.
 
     Args:
@@ -78,13 +79,17 @@ def full_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], positive:
         positive: Name of the positive class.
         threshold: Flag when p(positive) >= threshold.
         split: Name recorded under ``split``.
+        decision: The run's decision rule: its own numbers go under ``decided``.
 
     Returns:
-        The :func:`~inspectnet.evaluate.metrics.compute_metrics` dict plus ``at_threshold``.
+        The :func:`~inspectnet.evaluate.metrics.compute_metrics` dict plus ``at_threshold``
+        (and ``decided``).
     """
     m = compute_metrics(y, probs, classes, positive, split=split)
     pos = classes.index(positive)
     m["at_threshold"] = metrics_at_threshold(y, probs[:, pos], pos, threshold)
+    if decision is not None:
+        m["decided"] = decision_metrics(y, probs, decision, classes)
     return m
 
 
@@ -122,9 +127,12 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         raise DataError(f"no images in split {eval_split!r}")
     cache, _ = build_cache(chosen, card.classes, card.img_size, progress=progress)
     c = cache[eval_split]
-    probs = predict_probs(lm.network, c.images, batch_size=batch_size, device=device, views=views)
-    m = full_metrics(c.labels.numpy(), probs, card.classes, card.positive_class, card.threshold,
-                     eval_split)
+    raw = predict_probs(lm.network, c.images, batch_size=batch_size, device=device, views=views)
+    probs = calibrate(raw, card.temperature)
+    y = c.labels.numpy()
+    m = full_metrics(y, probs, card.classes, card.positive_class, card.threshold, eval_split, decision_of(card))
+    m["calibration"] = {"temperature": card.temperature, "split": eval_split, "ece_before": ece(raw, y),
+                        "ece_after": ece(probs, y)}
     own_test = data is None and split == "test"
     target = Path(out) if out else run / ("metrics.json" if own_test else f"metrics_{split}.json")
     if own_test and (run / "metrics.json").is_file():

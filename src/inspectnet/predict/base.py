@@ -16,6 +16,7 @@ import torch
 
 from ..bundle import ModelCard
 from ..data.decode import DecodeError, load_resized
+from ..decision import Decision, calibrate, decision_of, review_reason
 from ..errors import ConfigError, ModelError
 
 #: The error of a row whose probabilities came out NaN or infinite.
@@ -27,13 +28,9 @@ BatchItem = tuple[Path, torch.Tensor | None, str | None, np.ndarray | None]
 
 
 def verdict(probs: np.ndarray, classes: list[str], positive_index: int, threshold: float) -> str:
-    """The inspection decision: the positive class when its probability reaches the
-    threshold, else the most probable other class."""
-    if probs[positive_index] >= threshold:
-        return classes[positive_index]
-    rest = probs.copy()
-    rest[positive_index] = -1
-    return classes[int(rest.argmax())]
+    """The threshold rule's decision: the positive class when its probability reaches the
+    threshold, else the most probable other class (:class:`~inspectnet.decision.Decision`)."""
+    return classes[int(Decision("threshold", positive_index, threshold).decide(probs)[0])]
 
 
 class BasePredictor:
@@ -45,6 +42,8 @@ class BasePredictor:
 
     engine = "base"
     card: ModelCard
+    #: ``review`` when an image is this close to the decision boundary (``serve --review-margin``).
+    review_margin: float = 0.1
 
     @property
     def img_size(self) -> int:
@@ -57,15 +56,18 @@ class BasePredictor:
 
     def predict_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
         """Class probabilities ``(B, C)`` for uint8 images ``(B, 3, S, S)``, averaged over the
-        flip/rot90 views the run was trained and thresholded with (``card.tta_views``): the
-        decision threshold only means what it meant on validation with the same views."""
+        flip/rot90 views the run was trained and thresholded with (``card.tta_views``), then
+        calibrated with the run's temperature: the decision rule only means what it meant on
+        validation with the same views and the same calibration."""
         from ..data.augment import dihedral_views
 
         views = int(getattr(self.card, "tta_views", 1) or 1)
         images = torch.as_tensor(images)
         if views == 1:
-            return self._probs(images)
-        return sum(self._probs(v.contiguous()) for v in dihedral_views(images, views)) / views
+            p = self._probs(images)
+        else:
+            p = sum(self._probs(v.contiguous()) for v in dihedral_views(images, views)) / views
+        return calibrate(p, float(getattr(self.card, "temperature", 1.0)))
 
     def _probs(self, images: torch.Tensor) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -80,27 +82,42 @@ class BasePredictor:
         raise ModelError(f"Grad-CAM needs the torch engine; this predictor uses {self.engine} "
                          "(use --engine torch, or drop --cam)")
 
+    @property
+    def decision(self) -> Decision:
+        """The run's decision rule (``model.json``)."""
+        return decision_of(self.card)
+
     def result(self, path: str, probs: np.ndarray) -> dict[str, Any]:
-        """The result row of one image; an error row when the network's output is not finite
-        (NaN or inf never reaches a CSV or JSON row)."""
+        """The result row of one image: one decision (``verdict``; ``class`` is the same
+        label, kept for scripts that read it), its probability, and ``review`` with the reason
+        when the run's operating point decided otherwise than the most probable class, or the
+        image lies within :attr:`review_margin` of the decision boundary. An
+        error row when the network's output is not finite (NaN or inf never reaches a CSV or
+        JSON row)."""
         c = self.card
+        rule = self.decision
         if not np.isfinite(probs).all():
             return {**self.error_row(path, NOT_FINITE), f"p_{c.positive_class}": None, "probabilities": None,
-                    "threshold": c.threshold}
+                    "threshold": rule.threshold if rule.rule == "threshold" else None}
+        decided = int(rule.decide(probs)[0])
+        reason = review_reason(rule, probs, decided, c.classes, self.review_margin)
         return {
             "path": path,
-            "class": c.classes[int(probs.argmax())],
-            "verdict": verdict(probs, c.classes, c.positive_index, c.threshold),
-            "probability": float(probs.max()),
+            "verdict": c.classes[decided],
+            "class": c.classes[decided],
+            "probability": float(probs[decided]),
             f"p_{c.positive_class}": float(probs[c.positive_index]),
             "probabilities": {k: float(v) for k, v in zip(c.classes, probs)},
-            "threshold": c.threshold,
+            "threshold": rule.threshold if rule.rule == "threshold" else None,
+            "review": reason is not None,
+            "review_reason": reason,
             "error": None,
         }
 
     @staticmethod
     def error_row(path: str, reason: str) -> dict[str, Any]:
-        return {"path": path, "class": None, "verdict": None, "probability": None, "error": reason}
+        return {"path": path, "verdict": None, "class": None, "probability": None, "review": None,
+                "review_reason": None, "error": reason}
 
     def predict_batches(self, paths: list[Path], batch_size: int = 32, workers: int = 2,
                         ) -> Iterator[list[BatchItem]]:

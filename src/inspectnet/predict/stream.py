@@ -79,7 +79,7 @@ def output_format(path: str | Path) -> str:
 
 
 def csv_header(positive_class: str) -> list[str]:
-    return ["path", "verdict", "class", "probability", f"p_{positive_class}", "error"]
+    return ["path", "verdict", "probability", f"p_{positive_class}", "review_reason", "error"]
 
 
 def csv_row(r: dict[str, Any], positive_class: str) -> list[str]:
@@ -88,8 +88,9 @@ def csv_row(r: dict[str, Any], positive_class: str) -> list[str]:
     def num(v: Any) -> str:
         return "" if v is None else f"{v:.6f}"
 
-    return [r["path"], r.get("verdict") or "", r.get("class") or "", num(r.get("probability")),
-            num(r.get(f"p_{positive_class}")), r.get("error") or ""]
+    review = r.get("review_reason") or ""
+    return [r["path"], r.get("verdict") or "", num(r.get("probability")),
+            num(r.get(f"p_{positive_class}")), review, r.get("error") or ""]
 
 
 def _complete_prefix(path: Path) -> int:

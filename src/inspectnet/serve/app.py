@@ -67,7 +67,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .._version import __version__
 from ..bundle import read_card
-from ..data.decode import MAX_PIXELS, _to_rgb_array, resize_uint8
+from ..data.decode import MAX_PIXELS, _to_rgb_array, resize_uint8, upright
 from ..errors import ConfigError, DataError
 from ..explain.overlay import heatmap_png_bytes
 from ..predict import BasePredictor, Predictor, default_threads, make_predictor, resolve_engine
@@ -114,7 +114,7 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)
                 img.load()
-                arr = _to_rgb_array(img)
+                arr = _to_rgb_array(upright(img))
     except UploadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -165,6 +165,7 @@ class InferenceService:
         self.capacity = None if queue_size is None else workers + queue_size
         self.max_pixels = max_pixels
         self.review_margin = review_margin
+        predictor.review_margin = review_margin  # one review rule for REST, the page and predict
         self.batcher = Batcher(predictor.predict_batch, max_batch, batch_wait_ms / 1e3, workers)
         self.decoder = ThreadPoolExecutor(max_workers=max(default_threads(), 2), thread_name_prefix="inspectnet-decode")
         self.cam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspectnet-cam")
@@ -305,12 +306,14 @@ class InferenceService:
             "name": name,
             "class": r["class"],
             "verdict": r["verdict"],
-            "review": abs(p_pos - card.threshold) < self.review_margin,
+            "review": r["review"],
+            "review_reason": r["review_reason"],
             "probability": r["probability"],
             "positive_class": card.positive_class,
             "p_positive": p_pos,
             "probabilities": r["probabilities"],
-            "threshold": card.threshold,
+            "threshold": r["threshold"],
+            "decision": self.predictor.decision.describe(card.classes),
             "width": size[0],
             "height": size[1],
             "timings_ms": {"decode": round(decode_ms, 3), "infer_batch": round(res.infer_ms, 3)},
@@ -426,6 +429,8 @@ async def _answer(request: Request, svc: InferenceService, ticket: Ticket, cam: 
 
 def _build_predictor(run: str | Path, engine: str, device: str, workers: int) -> BasePredictor:
     read_card(run)  # a clear error for a wrong folder before anything heavy loads
+    if device == "auto":  # resolved here, so that the CPU's thread share below applies to it
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     chosen = resolve_engine(run, engine, device)
     threads = max(default_threads() // workers, 1)
     # No spinning: idle ORT threads would busy-wait on the cores the event loop needs.
@@ -457,8 +462,10 @@ def create_app(run: str | Path, engine: str = "auto", token: str | None = None, 
         workers: Inference threads taking batches (default: one per core), each with an
             equal share of the cores: while one runs a batch the next gathers its own, and
             on 2 cores 2 single-threaded workers answered more than 1 two-threaded one.
-        device: ``cpu`` or ``cuda``.
-        review_margin: ``|p_positive - threshold| < margin`` marks a result for human review.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when torch sees a GPU).
+        review_margin: A result within this of the decision boundary (``|p_positive - threshold|``,
+            or half the gap between the two most probable classes) is marked for human review;
+            so is one where the run's operating point overrides the most probable class.
         max_pixels: Largest image (width x height) accepted; more is 413.
         predictor: A ready predictor to use instead of building one (tests, embedding).
         batch_wait_ms: How long a batch may wait for more images after its first, while
@@ -556,6 +563,7 @@ def _add_routes(app: FastAPI, svc: InferenceService, auth: Any, limits: dict[str
         """The model card (classes, threshold, input size, metrics...) and the service limits."""
         return {
             "card": asdict(card),
+            "decision": svc.predictor.decision.describe(card.classes),
             "engine": svc.predictor.engine,
             "cam_available": svc.predictor.can_explain or _torch_weights_present(svc.run),
             "review_margin": svc.review_margin,

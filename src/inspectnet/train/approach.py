@@ -106,6 +106,9 @@ class Approach(ABC):
         default_model: The ``--model`` it trains when none is given.
         compare_model: The model ``compare`` trains it with, or None for ``compare``'s
             ``--model`` (the pretrained backbone).
+        needs_all_classes: Whether every class must have training images (and reach every
+            split). False for ``anomaly``, which trains on intact images alone; the split
+            and data checks then leave the other classes to :meth:`classes`.
     """
 
     name: ClassVar[str]
@@ -113,6 +116,7 @@ class Approach(ABC):
     distributed: ClassVar[bool] = True
     default_model: ClassVar[str] = "efficientnet_lite0"
     compare_model: ClassVar[str | None] = None
+    needs_all_classes: ClassVar[bool] = True
 
     @abstractmethod
     def defaults(self, cfg: TrainConfig, info: ModelInfo) -> dict[str, Any]:
@@ -120,6 +124,14 @@ class Approach(ABC):
 
         The pipeline applies them only where the config is still unset, before training.
         """
+
+    def classes(self, samples: list[Sample], cfg: TrainConfig) -> list[str]:
+        """The class names the model outputs, in index order (default: the labels found).
+
+        Raises:
+            DataError: the data cannot train this approach.
+        """
+        return sorted({s.label for s in samples})
 
     @abstractmethod
     def fit(self, ctx: Context) -> Fitted:

@@ -17,6 +17,7 @@ from ..bundle import ModelCard, library_versions, save_bundle
 from ..config import TrainConfig
 from ..data.cache import fingerprint
 from ..data.split import counts_table
+from ..decision import Decision, calibrate, choose_decision, ece, fit_temperature
 from ..evaluate.metrics import threshold_for_recall
 from ..evaluate.run import full_metrics, predict_probs
 from ..io import atomic_write_json, atomic_write_text
@@ -40,35 +41,60 @@ class TrainResult:
 
 @dataclass
 class Scored:
-    """The final model's numbers: the operating threshold and the metrics it was set for."""
+    """The final model's numbers: the calibration, the decision rule and the metrics."""
 
     metrics: dict[str, Any]  # the test split's (validation's when there is no test split)
-    threshold: float
+    threshold: float  # the inspection operating point (target recall) on validation
     validation: dict[str, Any] | None
-    probs: dict[str, np.ndarray]  # the final split's probabilities, for the report
+    probs: dict[str, np.ndarray]  # the final split's calibrated probabilities, for the report
+    temperature: float = 1.0
+    decision: Decision | None = None
+
+
+def _validation(ctx: Context, fitted: Fitted) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validation probabilities and labels: the approach's own (out-of-fold for CV heads),
+    else the network's on the validation split; None without either."""
+    if fitted.val_labels is not None and fitted.val_probs is not None:
+        return fitted.val_probs, fitted.val_labels
+    if "val" not in ctx.cache:
+        return None
+    pv = fitted.val_probs
+    if pv is None:
+        pv = predict_probs(fitted.network, ctx.cache["val"].images, device=ctx.device, views=ctx.cfg.tta_views)
+    return pv, ctx.cache["val"].labels.numpy()
+
+
+def _decide_on_validation(ctx: Context, fitted: Fitted) -> tuple[float, float, Decision, dict[str, Any] | None]:
+    """Temperature, recall threshold and decision rule, all fitted on validation."""
+    cfg, pos = ctx.cfg, ctx.classes.index(ctx.positive)
+    val = _validation(ctx, fitted)
+    train_counts = np.bincount(ctx.cache["train"].labels.numpy(), minlength=ctx.n_classes) \
+        if "train" in ctx.cache else None
+    if val is None:
+        return 1.0, 0.5, choose_decision(cfg.objective, np.zeros((0, ctx.n_classes)), np.zeros(0), pos, 0.5,
+                                         train_counts, cfg.cost_matrix), None
+    pv, yv = val
+    temperature = fit_temperature(pv, yv) if cfg.calibrate else 1.0
+    pv = calibrate(pv, temperature)
+    threshold = threshold_for_recall(yv, pv[:, pos], pos, cfg.target_recall)
+    decision = choose_decision(cfg.objective, pv, yv, pos, threshold, train_counts, cfg.cost_matrix)
+    return temperature, threshold, decision, full_metrics(yv, pv, ctx.classes, ctx.positive, threshold,
+                                                          fitted.val_name, decision)
 
 
 def score(ctx: Context, fitted: Fitted) -> Scored:
-    """The threshold on validation, then every number of the test split."""
-    cfg, net, cache = ctx.cfg, fitted.network, ctx.cache
-    pos = ctx.classes.index(ctx.positive)
-    threshold, val_metrics = 0.5, None
-    if fitted.val_labels is not None and fitted.val_probs is not None:
-        pv, yv = fitted.val_probs, fitted.val_labels
-    elif "val" in cache:
-        pv = fitted.val_probs
-        if pv is None:
-            pv = predict_probs(net, cache["val"].images, device=ctx.device, views=cfg.tta_views)
-        yv = cache["val"].labels.numpy()
-    if "val" in cache or fitted.val_labels is not None:
-        threshold = threshold_for_recall(yv, pv[:, pos], pos, cfg.target_recall)
-        val_metrics = full_metrics(yv, pv, ctx.classes, ctx.positive, threshold, fitted.val_name)
-    final = "test" if "test" in cache else "val"
-    if final not in cache:
-        return Scored({"split": None, "n": 0}, threshold, val_metrics, {})
-    probs = predict_probs(net, cache[final].images, device=ctx.device, views=cfg.tta_views)
-    metrics = full_metrics(cache[final].labels.numpy(), probs, ctx.classes, ctx.positive, threshold, final)
-    return Scored(metrics, threshold, val_metrics, {final: probs})
+    """Calibration, threshold and decision rule on validation, then every number of the test split."""
+    temperature, threshold, decision, val_metrics = _decide_on_validation(ctx, fitted)
+    final = "test" if "test" in ctx.cache else "val"
+    if final not in ctx.cache:
+        return Scored({"split": None, "n": 0}, threshold, val_metrics, {}, temperature, decision)
+    raw = predict_probs(fitted.network, ctx.cache[final].images, device=ctx.device, views=ctx.cfg.tta_views)
+    probs = calibrate(raw, temperature)
+    y = ctx.cache[final].labels.numpy()
+    metrics = full_metrics(y, probs, ctx.classes, ctx.positive, threshold, final, decision)
+    metrics["calibration"] = {"temperature": temperature, "fitted_on": fitted.val_name if val_metrics else None,
+                              "split": final, "ece_before": ece(raw, y), "ece_after": ece(probs, y)}
+    return Scored(metrics, threshold, val_metrics, {final: probs}, temperature, decision)
 
 
 def describe(ctx: Context, fitted: Fitted, scored: Scored, train_seconds: float, t_start: float) -> dict[str, Any]:
@@ -90,6 +116,7 @@ def write_outputs(ctx: Context, fitted: Fitted, metrics: dict[str, Any], scored:
     card = ModelCard(
         architecture=ctx.info.name, classes=ctx.classes, positive_class=ctx.positive, img_size=cfg.img_size,
         mean=network.mean.flatten().tolist(), std=network.std.flatten().tolist(), threshold=scored.threshold,
+        temperature=scored.temperature, objective=cfg.objective, **_card_decision(scored.decision),
         tta_views=cfg.tta_views, pool=cfg.pool, approach=cfg.approach,
         metrics={k: metrics.get(k) for k in ("split", "n", "accuracy", "balanced_accuracy", "f1_positive",
                                               "recall_positive", "roc_auc")},
@@ -108,6 +135,13 @@ def write_outputs(ctx: Context, fitted: Fitted, metrics: dict[str, Any], scored:
 
     write_report_for_training(result, ctx.cache, network, ctx.device, quiet=ctx.quiet)
     return result
+
+
+def _card_decision(decision: Decision | None) -> dict[str, Any]:
+    if decision is None:
+        return {"decision": "argmax"}
+    return {"decision": decision.rule, "decision_threshold": decision.threshold if decision.rule == "threshold" else None,
+            "cost_matrix": decision.cost if decision.rule == "cost" else None}
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ from ..data.cache import build_cache
 from ..data.doctor import cheap_checks, check_for_training
 from ..data.sources import discover
 from ..data.split import check_split, counts_table, stratified_split, write_split_csv
+from ..decision import cost_matrix_problems
 from ..errors import ConfigError, ModelError
 from ..evaluate.metrics import pick_positive
 from ..io import atomic_write_text, make_dir
@@ -83,11 +84,15 @@ def context(cfg: TrainConfig, out: str | Path | None, quiet: bool, resume: bool,
 
     rank0 = is_rank_zero()
     samples = stratified_split(discover(cfg.data), cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    check_split(samples)
+    every = get_approach(cfg.approach).needs_all_classes  # anomaly: intact training images suffice
+    check_split(samples, every_class=every)
     # Label conflicts, leakage and classes missing from a split make every later number
     # dishonest, so they stop the run before any work; repeated rows are dropped.
-    samples, warnings = check_for_training(samples, cfg)
-    classes = sorted({s.label for s in samples})
+    samples, warnings = check_for_training(samples, cfg, every_class=every)
+    classes = get_approach(cfg.approach).classes(samples, cfg)
+    if cfg.cost_matrix is not None:
+        for problem in cost_matrix_problems(cfg.cost_matrix, classes):
+            raise ConfigError(problem, key="cost_matrix")
     train_counts = Counter(s.label for s in samples if s.split == "train")
     info = model_info(cfg.model)
     cfg.positive = pick_positive(classes, dict(train_counts), cfg.positive)

@@ -33,7 +33,7 @@ async function loadModel() {
     state.model = body;
     const c = body.card;
     $("#model-line").textContent =
-      `${c.architecture} · ${c.classes.join(" / ")} · flags "${c.positive_class}" at p ≥ ${c.threshold.toFixed(3)}` +
+      `${c.architecture} · ${c.classes.join(" / ")} · decides: ${body.decision}` +
       ` · review within ±${body.review_margin} · ${body.engine} engine`;
     showMessage("");
   } catch (e) {
@@ -130,9 +130,11 @@ function render(item) {
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.textContent = status === "review" ? `review (${r.verdict}?)` : r.verdict;
+  if (r.review_reason) badge.title = r.review_reason;
   verdict.appendChild(badge);
   node.dataset.verdict = r.verdict;
-  prob.textContent = `p(${r.positive_class}) = ${r.p_positive.toFixed(3)} · threshold ${r.threshold.toFixed(3)}`;
+  const cut = r.threshold === null || r.threshold === undefined ? "" : ` · threshold ${r.threshold.toFixed(3)}`;
+  prob.textContent = `p(${r.positive_class}) = ${r.p_positive.toFixed(3)}${cut}`;
   btn.disabled = false;
 }
 
@@ -185,14 +187,15 @@ function csvCell(v) {
 
 function downloadCsv() {
   const pos = positiveClass();
-  const rows = [["file", "status", "verdict", "class", "probability", `p_${pos}`, "threshold", "error"]];
+  const rows = [["file", "status", "verdict", "probability", `p_${pos}`, "threshold", "review_reason", "error"]];
   for (const i of state.items) {
     if (!i.result && !i.error) continue;
     const r = i.result || {};
-    rows.push([i.name, statusOf(i), r.verdict, r.class,
+    rows.push([i.name, statusOf(i), r.verdict,
                r.probability !== undefined ? r.probability.toFixed(6) : "",
                r.p_positive !== undefined ? r.p_positive.toFixed(6) : "",
-               r.threshold !== undefined ? r.threshold.toFixed(6) : "", i.error]);
+               r.threshold !== undefined && r.threshold !== null ? r.threshold.toFixed(6) : "",
+               r.review_reason || "", i.error]);
   }
   const text = rows.map((row) => row.map(csvCell).join(",")).join("\r\n") + "\r\n";
   const a = document.createElement("a");
