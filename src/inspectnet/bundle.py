@@ -53,6 +53,10 @@ class ModelCard:
     cost_matrix: list[list[float]] | None = None  # the cost rule's cost[true][decided]
     objective: str = ""
     temperature: Annotated[float, Gt(0)] = 1.0  # calibration: p <- normalise(p ** (1 / T))
+    # Anomaly detectors (approach anomaly): the positive logit is (score - center) / scale,
+    # so predictors report the image's anomaly score itself (``anomaly_score``).
+    anomaly_center: float | None = None
+    anomaly_scale: Annotated[float, Gt(0)] | None = None
     tta_views: int = 1  # flip/rot90 views averaged per image when the threshold was chosen
     channels: Annotated[int, Ge(1)] = 3
     pool: str = "avg"  # global pooling in front of the classifier (config ``pool``)

@@ -51,6 +51,7 @@ def compare(data: str | Path, out: str | Path = "runs/compare", *, scratch_epoch
             "accuracy_ci95": m.get("accuracy_ci95"), "recall_positive_ci95": m.get("recall_positive_ci95"),
             "pointing_game": loc.get("pointing_game"), "energy_inside": loc.get("energy_inside"),
             "pointing_game_layercam": loc.get("pointing_game_layercam"),
+            "pixel_auroc": loc.get("pixel_auroc"), "aupro": loc.get("aupro"),  # anomaly maps only
             "energy_inside_layercam": loc.get("energy_inside_layercam"),
             # finetune's validation fall-back (head only, or the features model), said in the table
             "note": m.get("fallback"),

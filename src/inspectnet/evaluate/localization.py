@@ -26,7 +26,7 @@ from ..errors import DataError
 from ..explain.gradcam import cams_and_logits, dilate, energy_inside, pointing_game
 from .eval_set import load_eval_set
 
-__all__ = ["MaskIndex", "load_mask", "localization_for_run", "localization_scores"]
+__all__ = ["MaskIndex", "load_mask", "localization_for_run", "localization_scores", "pixel_scores"]
 
 DILATE_PX = 4
 
@@ -255,6 +255,45 @@ def _summary(tally: _Tally, *, n_positive: int, dilate_px: int,
     }
 
 
+@torch.no_grad()
+def pixel_scores(network: torch.nn.Module, images: torch.Tensor, paths: Sequence[str | Path], index: MaskIndex,
+                 img_size: int, batch_size: int = 32) -> dict[str, Any]:
+    """Pixel AUROC and AUPRO (:mod:`.pixel`) of an anomaly detector's maps on every image.
+
+    An image without a mask counts as intact (all background): the masks of the synthetic
+    set exist for the damaged images only.
+
+    Args:
+        network: A model with ``anomaly_map`` (``PatchCore``).
+        images: uint8 ``(N, 3, S, S)``.
+        paths: The images' paths, to find their masks.
+        index: The masks.
+        img_size: Input size; masks are resized to it (nearest neighbour).
+        batch_size: Images per pass.
+
+    Returns:
+        ``pixel_auroc``, ``aupro`` (None where undefined) and ``n_pixel_images``.
+    """
+    from .pixel import aupro, pixel_auroc
+
+    network.eval()
+    device = _model_device(network)
+    maps, masks = [], []
+    for s in range(0, len(images), batch_size):
+        x = images[s : s + batch_size].to(device).float().div_(255)
+        maps += list(network.anomaly_map(x).float().cpu().numpy())  # type: ignore[operator]
+    for p in paths:
+        found = index.find(p)
+        masks.append(load_mask(found, img_size) if found is not None else np.zeros((img_size, img_size), bool))
+    return {"pixel_auroc": pixel_auroc(maps, masks), "aupro": aupro(maps, masks), "n_pixel_images": len(maps)}
+
+
+def _model_device(network: torch.nn.Module) -> torch.device:
+    for t in network.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 def localization_for_run(run: str | Path, masks: str | Path, data: str | Path | None = None,
                          split: str = "test", device: str = "cpu", use_threshold: bool = True,
                          out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
@@ -277,11 +316,16 @@ def localization_for_run(run: str | Path, masks: str | Path, data: str | Path | 
     from ..io import atomic_write_json
 
     lm = load_model(run, device=device)
+    anomaly = bool(getattr(lm.network, "is_anomaly", False))
+    # An anomaly detector's maps are scored on every image (intact ones add background).
     es = load_eval_set(run, lm.card, data=data, split=split, progress=progress,
-                       positives_only=True)
-    scores = localization_scores(lm.network, es.images, es.labels, es.paths, masks,
+                       positives_only=not anomaly)
+    index = MaskIndex(masks)
+    scores = localization_scores(lm.network, es.images, es.labels, es.paths, index,
                                  lm.card.positive_index, lm.card.img_size,
                                  threshold=lm.card.threshold if use_threshold else None)
+    if anomaly:
+        scores.update(pixel_scores(lm.network, es.images, es.paths, index, lm.card.img_size))
     scores["split"] = es.split
     run = Path(run)
     target = Path(out) if out else run / ("localization.json" if data is None and split == "test"

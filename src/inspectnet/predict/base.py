@@ -6,6 +6,8 @@ cannot be read gets a row with its error instead of stopping the run.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -111,8 +113,23 @@ class BasePredictor:
             "threshold": rule.threshold if rule.rule == "threshold" else None,
             "review": reason is not None,
             "review_reason": reason,
+            **self._anomaly_score(probs),
             "error": None,
         }
+
+    def _anomaly_score(self, probs: np.ndarray) -> dict[str, float]:
+        """``anomaly_score`` for an anomaly detector's row (nothing for a classifier).
+
+        Its positive logit is ``(score - center) / scale`` and calibration divides logits by
+        the temperature, so the score is ``center + scale * T * logit(p)``; beyond
+        p = 1 - 1e-7 (far past the threshold) float32 probabilities saturate and so does it.
+        """
+        c = self.card
+        if c.anomaly_center is None or c.anomaly_scale is None:
+            return {}
+        p = min(max(float(probs[c.positive_index]), 1e-7), 1 - 1e-7)
+        z = math.log(p / (1 - p)) * float(c.temperature)
+        return {"anomaly_score": c.anomaly_center + c.anomaly_scale * z}
 
     @staticmethod
     def error_row(path: str, reason: str) -> dict[str, Any]:

@@ -312,6 +312,7 @@ class InferenceService:
             "positive_class": card.positive_class,
             "p_positive": p_pos,
             "probabilities": r["probabilities"],
+            **({"anomaly_score": r["anomaly_score"]} if "anomaly_score" in r else {}),
             "threshold": r["threshold"],
             "decision": self.predictor.decision.describe(card.classes),
             "width": size[0],

@@ -117,7 +117,7 @@ def write_outputs(ctx: Context, fitted: Fitted, metrics: dict[str, Any], scored:
         architecture=ctx.info.name, classes=ctx.classes, positive_class=ctx.positive, img_size=cfg.img_size,
         mean=network.mean.flatten().tolist(), std=network.std.flatten().tolist(), threshold=scored.threshold,
         temperature=scored.temperature, objective=cfg.objective, **_card_decision(scored.decision),
-        tta_views=cfg.tta_views, pool=cfg.pool, approach=cfg.approach,
+        tta_views=cfg.tta_views, pool=cfg.pool, approach=cfg.approach, **_anomaly_card(network),
         metrics={k: metrics.get(k) for k in ("split", "n", "accuracy", "balanced_accuracy", "f1_positive",
                                               "recall_positive", "roc_auc")},
         versions=library_versions(), data_fingerprint=fingerprint(ctx.samples),
@@ -135,6 +135,13 @@ def write_outputs(ctx: Context, fitted: Fitted, metrics: dict[str, Any], scored:
 
     write_report_for_training(result, ctx.cache, network, ctx.device, quiet=ctx.quiet)
     return result
+
+
+def _anomaly_card(network: Any) -> dict[str, Any]:
+    """An anomaly detector's score -> logit mapping, for predictors that report the score."""
+    if not getattr(network, "is_anomaly", False):
+        return {}
+    return {"anomaly_center": float(network.center), "anomaly_scale": float(network.scale)}
 
 
 def _card_decision(decision: Decision | None) -> dict[str, Any]:

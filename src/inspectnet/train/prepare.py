@@ -83,8 +83,9 @@ def context(cfg: TrainConfig, out: str | Path | None, quiet: bool, resume: bool,
     from .interrupt import is_rank_zero
 
     rank0 = is_rank_zero()
-    samples = stratified_split(discover(cfg.data), cfg.val_fraction, cfg.test_fraction, cfg.seed)
     every = get_approach(cfg.approach).needs_all_classes  # anomaly: intact training images suffice
+    samples = stratified_split(discover(cfg.data, min_classes=2 if every else 1), cfg.val_fraction,
+                               cfg.test_fraction, cfg.seed)
     check_split(samples, every_class=every)
     # Label conflicts, leakage and classes missing from a split make every later number
     # dishonest, so they stop the run before any work; repeated rows are dropped.

@@ -156,18 +156,41 @@ def _calibrate(ctx: Context, net: PatchCore, pos: int) -> tuple[np.ndarray | Non
     median = float(intact.median()) if len(intact) else 0.0
     # The median intact image gets p(positive) = 1 - q: the probability reads as a tail share.
     scale = max((center - median) / math.log(q / (1 - q)), 1e-6)
+    n_dam = int((labels == pos).sum())
+    platt = _platt(s.double().numpy(), (labels == pos).numpy()) if split == "val" and n_dam and len(intact) else None
+    if platt is not None:  # damaged images in validation: p(damaged | score) fitted on them
+        center, scale = platt
     net.center.fill_(center)
     net.scale.fill_(scale)
     net.pos_onehot.zero_()[pos] = 1
     net.map_lo.fill_(median * 0.5)
     net.map_hi.fill_(max(center * 1.25, median * 0.5 + 1e-6))
-    n_dam = int((labels == pos).sum())
     if split == "train":
         return None, (f"no validation split: scores calibrated on the training images (optimistic: their "
                       f"patches are in the bank); threshold at their {q:g} quantile")
     probs = net.logits(s.to(net.center.device)).softmax(1).cpu().numpy()
+    if platt is not None:
+        return probs, (f"score -> probability fitted on {n_dam} damaged and {len(intact)} intact validation "
+                       "images (logistic); they set the decision")
     if n_dam:
-        return probs, (f"threshold set on {n_dam} damaged and {len(intact)} intact validation images "
-                       f"(target recall {cfg.target_recall:g})")
+        return probs, (f"validation's {n_dam} damaged images do not rank above its intact ones; threshold = "
+                       f"the {q:g} quantile of the {len(intact)} intact validation scores (--anomaly-quantile)")
     return probs, (f"no damaged image in validation: threshold = the {q:g} quantile of the scores of the "
                    f"{len(intact)} intact validation images (--anomaly-quantile)")
+
+
+def _platt(scores: np.ndarray, damaged: np.ndarray) -> tuple[float, float] | None:
+    """``(center, scale)`` of the logistic fit p(damaged | s) = sigmoid((s - center) / scale).
+
+    Platt scaling of the score on validation: unlike a temperature it moves the boundary too,
+    so the argmax decides where validation's damaged and intact images part. None when the
+    fit finds no positive slope (the score does not rank damaged images higher there).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = float(scores.mean()), float(scores.std()) or 1.0
+    lr = LogisticRegression(C=100.0, max_iter=1000).fit(((scores - mu) / sd)[:, None], damaged.astype(int))
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if not (a > 1e-6 and math.isfinite(b)):
+        return None
+    return mu - b * sd / a, sd / a
