@@ -135,7 +135,7 @@ def _fmt(v: Any) -> str:
 
 def metrics_table(m: dict[str, Any], title: str) -> Table:
     t = Table(title=title, show_header=True,
-              caption="[lo–hi]: 95% Wilson interval" if m.get("accuracy_ci95") else None)
+              caption="\\[lo–hi]: 95% Wilson interval" if m.get("accuracy_ci95") else None)
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k in ("split", "n", "accuracy", "balanced_accuracy", "macro_f1", "precision_positive", "recall_positive",

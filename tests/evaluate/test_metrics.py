@@ -120,4 +120,4 @@ def test_metrics_carry_intervals_on_accuracy_and_positive_recall() -> None:
     con = Console(width=120, record=True)
     con.print(metrics_table(m, "t"))
     text = con.export_text()
-    assert "0.8000  [0.490–0.943]" in text and "95% Wilson interval" in text
+    assert "0.8000  [0.490–0.943]" in text and "[lo–hi]: 95% Wilson interval" in text
