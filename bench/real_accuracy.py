@@ -303,6 +303,45 @@ def run_e2e(ds: RealSet, names: list[str], parts: list[dict[str, np.ndarray]], t
     return rows
 
 
+# ------------------------------------------------------------------ anomaly (#16) -------
+def run_anomaly(ds: RealSet, parts: list[dict[str, np.ndarray]], img_size: int | None = None
+                ) -> list[dict[str, Any]]:
+    """``--approach anomaly`` on each split: the bank from the *functional* training images
+    only (the defective ones of train are left out), validation as it is (it sets the
+    decision), test as it is; image AUROC of the defective class on test."""
+    from sklearn.metrics import roc_auc_score
+
+    from inspectnet.train.run import train
+
+    base = list(csv.DictReader(open(ROOT / "manifest.csv")))
+    per, secs = [], []
+    for i, sp in enumerate(parts):
+        split = np.empty(len(base), dtype=object)
+        for k in ("train", "val", "test"):
+            split[sp[k]] = k
+        keep = [j for j, r in enumerate(base) if not (split[j] == "train" and r["label"] == "defective")]
+        m = ROOT / f"split-anomaly-{i}.csv"
+        with open(m, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "label", "split"])
+            w.writerows([[base[j]["path"], base[j]["label"], split[j]] for j in keep])
+        t = time.perf_counter()
+        extra = {"img_size": img_size} if img_size else {}
+        res = train(m, out=ROOT / "runs" / f"anomaly-{img_size or 'default'}-{i}", approach="anomaly", quiet=True,
+                    overwrite=True, **extra)
+        secs.append(time.perf_counter() - t)
+        y = ds.binary[sp["test"]]  # 0 = defective, the positive class
+        p_def = res.probs["test"][:, 0]
+        s = scores(res.probs["test"], y, ds.certain[sp["test"]])
+        s["auroc"] = float(roc_auc_score(y == 0, p_def))
+        per.append(s)
+        print(f"  anomaly split {i}: AUROC {s['auroc']:.4f}, acc {s['acc']:.4f} ({secs[-1]:.0f} s, "
+              f"{int((split == 'train').sum() - (len(base) - len(keep)))} functional training images)", flush=True)
+    return [{"recipe": f"inspectnet train --approach anomaly{f' --img-size {img_size}' if img_size else ''}",
+             "task": "binary", "per_split": per, "seconds": round(statistics.mean(secs), 1),
+             "auroc": f"{statistics.mean(p['auroc'] for p in per):.4f} ± {statistics.stdev(p['auroc'] for p in per):.4f}"}]
+
+
 # ------------------------------------------------------------------ the table -----------
 def summarise(rows: list[dict[str, Any]], baseline: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
     out = []
@@ -337,7 +376,8 @@ def report(n: int, name: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tier", choices=("heads", "e2e", "both"), default="heads")
+    ap.add_argument("--tier", choices=("heads", "e2e", "both", "anomaly"), default="heads")
+    ap.add_argument("--img-size", type=int, default=None, help="anomaly tier: input size (default: the approach's)")
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 splits, heads tier")
     ap.add_argument("--recipes", nargs="+", default=None, help="heads: name prefixes; e2e: approach names")
@@ -356,6 +396,10 @@ def main() -> None:
     ds = RealSet.load(export())
     parts = splits(ds, n)
     print(f"{len(ds.paths)} development images; {n} splits of {[len(parts[0][k]) for k in ('train', 'val', 'test')]}")
+    if args.tier == "anomaly":  # image AUROC of the bank of functional cells; no baseline head needed
+        rows = run_anomaly(ds, parts, args.img_size)
+        print_table(rows, ["task", "recipe", "auroc", "seconds"], f"anomaly on the real development set, {n} splits")
+        return write_results(args.name, rows, {"splits": n, "command": "bench/real_accuracy.py " + " ".join(sys.argv[1:])})
     rows = run_heads(ds, HEADS[:1], parts)  # the baseline, always: the paired differences need it
     baseline = {r["task"]: r["per_split"] for r in rows}
     if args.tier in ("heads", "both"):

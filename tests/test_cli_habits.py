@@ -122,3 +122,14 @@ def test_compare_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     doc = json.loads(res.stdout)
     assert [r["approach"] for r in doc] == ["scratch", "features"] and doc[1]["accuracy"] is None
     assert "training..." in res.stderr
+
+
+def test_the_cli_and_its_help_import_no_torch() -> None:
+    # Every command, --help included, used to wait for torch and timm (2-5 s, 850 MB).
+    code = ("import sys, inspectnet, inspectnet.cli; "
+            "print(sorted(m for m in ('torch', 'timm', 'lightning') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    res = subprocess.run([sys.executable, "-m", "inspectnet", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "train" in res.stdout

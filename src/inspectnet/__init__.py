@@ -8,12 +8,13 @@ The Python API mirrors the CLI::
 """
 
 from ._version import __version__
-from .bundle import load_model
-from .models import create_model, list_models
 
-
-# The facade, imported on first use: importing inspectnet should not import Lightning.
+# The facade, imported on first use: importing inspectnet (and so every CLI command, --help
+# included) should not import torch, timm or Lightning before a command needs them.
 _LAZY = {
+    "load_model": ("inspectnet.bundle", "load_model"),
+    "create_model": ("inspectnet.models", "create_model"),
+    "list_models": ("inspectnet.models", "list_models"),
     "train": ("inspectnet.train.run", "train"),
     "TrainResult": ("inspectnet.train.finish", "TrainResult"),
     "evaluate": ("inspectnet.evaluate.run", "evaluate"),
