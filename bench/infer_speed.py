@@ -126,6 +126,13 @@ def main() -> None:
             flops = flops_per_image(net)
             limit = peak * 1e9 / flops
             ort = OnnxPredictor(run, threads=threads)
+            # int8 (#17): the same graph quantized as `export --int8` does (calibrated here on
+            # random images: this row measures speed; accuracy is the export's parity report).
+            from inspectnet.quantize import quantize_onnx
+
+            quantize_onnx(run / "model" / "model.onnx", run / "model" / "model.int8.onnx",
+                          [np.random.default_rng(i).random((16, 3, SIZE, SIZE), dtype=np.float32) for i in range(4)])
+            ort8 = OnnxPredictor(run, threads=threads, file="model.int8.onnx")
             x1, x32 = torch.rand(1, 3, SIZE, SIZE), torch.rand(32, 3, SIZE, SIZE)
             cl = load_model(run).network.eval().to(memory_format=torch.channels_last)
             x1c, x32c = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x32))
@@ -133,6 +140,7 @@ def main() -> None:
                 "torch eager": (lambda: net(x1), lambda: net(x32)),
                 "torch channels-last": (lambda: cl(x1c), lambda: cl(x32c)),
                 "onnxruntime": (lambda: ort.logits(x1.numpy()), lambda: ort.logits(x32.numpy())),
+                "onnxruntime int8 (QDQ)": (lambda: ort8.logits(x1.numpy()), lambda: ort8.logits(x32.numpy())),
             }
             for engine, (f1, f32) in engines.items():
                 with torch.inference_mode():

@@ -220,3 +220,36 @@ def test_predictors_average_the_views_the_threshold_was_chosen_with(seed_run: Pa
         expected = sum(pred._probs(v.contiguous()) for v in dihedral_views(x, 8)) / 8
         np.testing.assert_allclose(averaged, expected, atol=1e-6)
         assert not np.allclose(averaged, single, atol=1e-4)
+
+
+# ---------------------------------------------------------------- int8
+
+
+def test_int8_export_reports_parity_and_refuses_an_accuracy_drop(lite_run: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspectnet.quantize as q
+
+    run = tmp_path / "run"
+    shutil.copytree(lite_run, run)
+    # Any loss at all is "too much" here: the run must keep its fp32 model and say why.
+    monkeypatch.setattr(q, "MAX_DROP", -1.0)
+    r = CliRunner().invoke(app, ["export", str(run), "--format", "onnx", "--int8"])
+    assert r.exit_code == 1 and "keeping the fp32 model" in r.output and "--force" in r.output, r.output
+    report = json.loads((run / "model" / "int8_report.json").read_text())
+    assert report["adopted"] is False and report["calibration_images"] > 0
+    for k in ("agreement", "accuracy_fp32", "accuracy_int8", "images_per_s_fp32", "images_per_s_int8"):
+        assert 0 <= report[k] and np.isfinite(report[k]), k
+    assert json.loads((run / "model" / "model.json").read_text())["onnx"]["file"] == "model.onnx"
+    # --force adopts it: predict then runs the int8 graph like any other.
+    r = CliRunner().invoke(app, ["export", str(run), "--format", "onnx", "--int8", "--force"])
+    assert r.exit_code == 0 and "int8 vs fp32" in r.output, r.output
+    card = json.loads((run / "model" / "model.json").read_text())
+    assert card["onnx"]["file"] == "model.int8.onnx" and card["onnx"]["quantized"] == "int8"
+    pred = make_predictor(run, engine="onnx")
+    assert pred.path.name == "model.int8.onnx"
+    x = torch.randint(0, 255, (4, 3, pred.img_size, pred.img_size), dtype=torch.uint8)
+    p = pred.predict_batch(x)
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1, atol=1e-5)
+    # A plain export points the run back to fp32.
+    assert CliRunner().invoke(app, ["export", str(run), "--format", "onnx"]).exit_code == 0
+    assert make_predictor(run, engine="onnx").path.name == "model.onnx"

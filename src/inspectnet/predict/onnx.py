@@ -81,6 +81,7 @@ class OnnxPredictor(BasePredictor):
         spin: Let idle intra-op threads busy-wait for the next op. Best for one stream of
             batches (``predict``); a server must turn it off, or the spinning threads
             starve the event loop and the other workers (measured: 3x fewer requests/s).
+        file: A graph file in the model folder other than the one ``model.json`` names.
 
     Raises:
         ModelError: no ``model.onnx``, one exported from other weights, or a provider that
@@ -90,7 +91,7 @@ class OnnxPredictor(BasePredictor):
     engine = "onnx"
 
     def __init__(self, run: str | Path, device: str = "cpu", threads: int | None = None,
-                 spin: bool = True) -> None:
+                 spin: bool = True, file: str | None = None) -> None:
         import onnxruntime as ort
 
         self.card = read_card(run)
@@ -103,7 +104,10 @@ class OnnxPredictor(BasePredictor):
             raise ModelError(f"{d / ONNX_FILE} was exported from other weights than "
                              f"{d / 'weights.safetensors'}; "
                              f"re-run `inspectnet export {run} --format onnx`")
-        self.path = d / info.get("file", ONNX_FILE)
+        # ``file``: another graph of the same weights (the int8 export compares it with fp32).
+        self.path = d / (file or info.get("file", ONNX_FILE))
+        if not self.path.is_file():
+            raise ModelError(f"{self.path} is missing; re-run `inspectnet export {run} --format onnx`")
         spec = info.get("input")
         self.input_name = spec.get("name", INPUT_NAME) if isinstance(spec, dict) else INPUT_NAME
         if device == "auto":
