@@ -25,6 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 REPORT = HERE / "RESULTS.md"
+NOTES = HERE / "notes"  # bench/notes/<benchmark>.md: prose shown above that benchmark's table
 SUMMARY = RESULTS / "run_all.json"
 ORDER = ["synth_speed", "doctor_speed", "alloc_faults", "train_speed", "framework_compare", "infer_speed",
          "serve_load", "first_epoch", "real_accuracy", "cuda_check"]
@@ -149,6 +150,9 @@ def write_report(summary: dict[str, Any] | None) -> Path:
         if r and r["status"] != "ok":
             lines += [f"> **The last run of this benchmark {r['status']}** (rc {r['rc']}); the numbers below are "
                       f"from an earlier run. Error: `{_fmt(r['error'][-300:])}`", ""]
+        note = NOTES / f"{path.stem}.md"
+        if note.is_file():  # what the numbers mean, written by hand: kept across regenerations
+            lines += [note.read_text().strip(), "", "Generated from the JSON:", ""]
         key, rows = _rows_of(d)
         if rows:
             lines += _table(rows) + [""]
