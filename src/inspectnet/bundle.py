@@ -119,6 +119,45 @@ def refuse_existing_run(run_dir: str | Path, overwrite: bool = False) -> None:
                           "or choose another --out", key="overwrite")
 
 
+#: Where ``--overwrite`` keeps the replaced run until the new one is complete.
+PREVIOUS_RUN = "previous-run"
+
+
+def set_aside_previous_run(run_dir: str | Path) -> Path:
+    """Move a run folder's contents into ``RUN/previous-run/`` (replacing an older one there).
+
+    ``--overwrite`` calls this before training, and :func:`drop_previous_run` once the new run
+    has written everything: a crash or Ctrl-C in between leaves the old run whole beside the
+    new one's partial files, never a mix of the two in one folder.
+
+    Raises:
+        StorageError: the folder cannot be rearranged (read-only, another file system).
+    """
+    import shutil
+
+    from .io import storage_error
+
+    run_dir = Path(run_dir)
+    previous = run_dir / PREVIOUS_RUN
+    try:
+        if previous.exists():
+            shutil.rmtree(previous)
+        previous.mkdir()
+        for entry in list(run_dir.iterdir()):
+            if entry.name != PREVIOUS_RUN:
+                entry.rename(previous / entry.name)
+    except OSError as e:
+        raise storage_error(e, previous) from None
+    return previous
+
+
+def drop_previous_run(run_dir: str | Path) -> None:
+    """Remove ``RUN/previous-run/`` once the run that replaced it is complete."""
+    import shutil
+
+    shutil.rmtree(Path(run_dir) / PREVIOUS_RUN, ignore_errors=True)
+
+
 def save_bundle(run: str | Path, network: Network, card: ModelCard) -> Path:
     """Write weights then card, each atomically; returns the ``model/`` folder.
 

@@ -202,3 +202,31 @@ def test_finetune_joint_stage_trains_only_the_top_blocks_and_the_head(data: Path
                    for n in trainable), sorted(trainable)[:5]
     assert any(n.startswith("backbone.blocks.6.") for n in trainable)
     assert any(n.startswith("backbone.classifier") for n in trainable)
+
+
+def test_overwrite_keeps_the_old_run_whole_until_the_new_one_is_complete(toy_data: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspectnet import train
+    from inspectnet.train import finish
+
+    out = tmp_path / "run"
+    args = dict(approach="features", img_size=48, tta_views=1, cv_folds=0, out=out, quiet=True)
+    train(toy_data, **args)
+    with pytest.raises(ConfigError, match="already holds a run.*--overwrite"):
+        train(toy_data, **args)
+    old = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def crash(*a: object, **k: object) -> None:
+        raise RuntimeError("power cut while writing the bundle")
+
+    monkeypatch.setattr(finish, "save_bundle", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(toy_data, overwrite=True, **{**args, "seed": 1})
+    # The replaced run is all there, byte for byte, beside the new run's partial files.
+    kept = {p.relative_to(out / "previous-run"): p.read_bytes() for p in (out / "previous-run").rglob("*") if p.is_file()}
+    assert kept == old and not (out / "model" / "model.json").exists()
+    monkeypatch.undo()
+    res = train(toy_data, overwrite=True, **{**args, "seed": 1})
+    assert not (out / "previous-run").exists() and res.config.seed == 1
+    assert json.loads((out / "model" / "model.json").read_text())["weights_sha256"] != \
+        json.loads(old[Path("model/model.json")])["weights_sha256"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import ModelCard, library_versions, save_bundle
+from ..bundle import ModelCard, drop_previous_run, library_versions, save_bundle
 from ..config import TrainConfig
 from ..data.cache import fingerprint
 from ..data.split import counts_table
@@ -134,6 +134,7 @@ def write_outputs(ctx: Context, fitted: Fitted, metrics: dict[str, Any], scored:
     from ..evaluate.report import write_report_for_training
 
     write_report_for_training(result, ctx.cache, network, ctx.device, quiet=ctx.quiet)
+    drop_previous_run(ctx.run_dir)  # everything of the new run is written: the replaced one can go
     return result
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bundle import refuse_existing_run
+from ..bundle import existing_run, refuse_existing_run, set_aside_previous_run
 from ..config import TrainConfig
 from ..data.cache import build_cache
 from ..data.doctor import cheap_checks, check_for_training
@@ -74,15 +74,17 @@ def input_size(samples: list[Sample], info: ModelInfo, pretrained: bool, probe: 
 
 def context(cfg: TrainConfig, out: str | Path | None, quiet: bool, resume: bool, live: Live) -> Context:
     """Split and check the data, resolve every default, write ``split.csv`` and ``config.yaml``."""
-    run_dir = Path(out or f"runs/{cfg.approach}-{cfg.model}")
-    refuse_existing_run(run_dir, overwrite=cfg.overwrite or resume)  # a finished run is not replaced unasked
-    make_dir(run_dir)
-    live.run_dir = run_dir
-    # Every rank of a DDP job runs this from the start (Lightning's launcher re-runs the
-    # command); only rank 0 writes files and talks.
     from .interrupt import is_rank_zero
 
+    run_dir = Path(out or f"runs/{cfg.approach}-{cfg.model}")
+    refuse_existing_run(run_dir, overwrite=cfg.overwrite or resume)  # a finished run is not replaced unasked
+    # Every rank of a DDP job runs this from the start (Lightning's launcher re-runs the
+    # command); only rank 0 writes files and talks.
     rank0 = is_rank_zero()
+    if cfg.overwrite and not resume and rank0 and existing_run(run_dir) is not None:
+        set_aside_previous_run(run_dir)  # kept until the new run is complete: nothing is lost on a crash
+    make_dir(run_dir)
+    live.run_dir = run_dir
     every = get_approach(cfg.approach).needs_all_classes  # anomaly: intact training images suffice
     samples = stratified_split(discover(cfg.data, min_classes=2 if every else 1), cfg.val_fraction,
                                cfg.test_fraction, cfg.seed)
