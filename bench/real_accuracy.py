@@ -222,7 +222,8 @@ def _feats(ds: RealSet, r: HeadRecipe) -> np.ndarray:
 LAST_CHANNELS = {"efficientnet_lite0": 1280, "efficientnet_lite1": 1280, "efficientnet_lite2": 1280}
 
 
-def run_heads(ds: RealSet, recipes: list[HeadRecipe], parts: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+def run_heads(ds: RealSet, recipes: list[HeadRecipe], parts: list[dict[str, np.ndarray]],
+              tasks: tuple[str, ...] = ("binary", "grades")) -> list[dict[str, Any]]:
     """Each recipe on every split and both tasks; results cached in ``.realdev/heads.json`` by
     recipe, task and number of splits (a head is deterministic: same features, same numbers)."""
     store = ROOT / "heads.json" if STORE is None else STORE
@@ -231,6 +232,8 @@ def run_heads(ds: RealSet, recipes: list[HeadRecipe], parts: list[dict[str, np.n
     for r in recipes:
         f = None
         for task, y in (("binary", ds.binary), ("grades", ds.grade)):
+            if task not in tasks:
+                continue
             key = f"{r.name}|{task}|{len(parts)}"
             if key in done:
                 rows.append(done[key])
@@ -294,9 +297,11 @@ def run_e2e(ds: RealSet, names: list[str], parts: list[dict[str, np.ndarray]], t
                 t = time.perf_counter()
                 res = train(m, out=ROOT / "runs" / f"{name}-{task}-{i}", approach=name, quiet=True, overwrite=True)
                 secs.append(time.perf_counter() - t)
-                y = (ds.binary if task == "binary" else ds.grade)[sp["test"]]
-                # The run's test cache follows the manifest's order of the test rows.
-                per.append(scores(res.probs["test"], y, ds.certain[sp["test"]]))
+                # The run's test cache follows the manifest's order of the test rows, which is
+                # index order; StratifiedShuffleSplit hands out the test indices shuffled.
+                te = np.sort(sp["test"])
+                y = (ds.binary if task == "binary" else ds.grade)[te]
+                per.append(scores(res.probs["test"], y, ds.certain[te]))
                 print(f"  {name} {task} split {i}: acc {per[-1]['acc']:.4f} ({secs[-1]:.0f} s)", flush=True)
             rows.append({"recipe": f"inspectnet train --approach {name}", "task": task, "per_split": per,
                          "seconds": round(statistics.mean(secs), 1)})
@@ -330,9 +335,10 @@ def run_anomaly(ds: RealSet, parts: list[dict[str, np.ndarray]], img_size: int |
         res = train(m, out=ROOT / "runs" / f"anomaly-{img_size or 'default'}-{i}", approach="anomaly", quiet=True,
                     overwrite=True, **extra)
         secs.append(time.perf_counter() - t)
-        y = ds.binary[sp["test"]]  # 0 = defective, the positive class
+        te = np.sort(sp["test"])  # the run's test rows come in manifest (index) order
+        y = ds.binary[te]  # 0 = defective, the positive class
         p_def = res.probs["test"][:, 0]
-        s = scores(res.probs["test"], y, ds.certain[sp["test"]])
+        s = scores(res.probs["test"], y, ds.certain[te])
         s["auroc"] = float(roc_auc_score(y == 0, p_def))
         per.append(s)
         print(f"  anomaly split {i}: AUROC {s['auroc']:.4f}, acc {s['acc']:.4f} ({secs[-1]:.0f} s, "
@@ -404,7 +410,7 @@ def main() -> None:
     baseline = {r["task"]: r["per_split"] for r in rows}
     if args.tier in ("heads", "both"):
         chosen = [h for h in HEADS[1:] if not args.recipes or any(h.name.startswith(p) for p in args.recipes)]
-        rows += run_heads(ds, chosen, parts)
+        rows += run_heads(ds, chosen, parts, tuple(args.tasks))
     if args.tier in ("e2e", "both") and not args.quick:
         rows += run_e2e(ds, args.recipes or ["features"], parts[: args.e2e_splits or n], args.tasks)
     table = summarise(rows, baseline)

@@ -200,11 +200,12 @@ def models_cmd(pattern: str = typer.Argument("*"), all_timm: bool = typer.Option
 
 
 def _train_choices() -> type:
-    from .config import DEVICES, OPTIMIZERS, ORIENTATIONS, POOLS
+    from .config import DEVICES, LOGGERS, OPTIMIZERS, ORIENTATIONS, POOLS
 
     # Shown and completed here; checked by the config check, which names the flag (one line).
     lists = {"approach": approaches, "device": DEVICES, "optimizer": OPTIMIZERS, "orientation": ORIENTATIONS,
-             "class_weights": ("off", "on", "auto"), "precision": ("auto", "32", "bf16"), "pool": POOLS}
+             "class_weights": ("off", "on", "auto"), "precision": ("auto", "32", "bf16"), "pool": POOLS,
+             "logger": LOGGERS}
     choices = {k: Choices(v, k, checked=False) for k, v in lists.items()} | {"model": model_choices()}
     # The approaches' descriptions load their modules (and Lightning): only for `train --help`.
     return with_choices(choices, helps={"approach": approach_help})
@@ -251,6 +252,7 @@ def train(
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Machines in a DDP job."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Lightning strategy: auto | ddp | ..."),
     cache_mb: Optional[int] = typer.Option(None, "--cache-mb", help="RAM budget (MiB) of decoded images; beyond it a file in RUN/cache/ (default: half of free RAM)."),
+    logger: Optional[str] = typer.Option(None, "--logger", help="Epoch metrics besides history.csv: csv (RUN/logs/<stage>/metrics.csv) | tensorboard | mlflow (local RUN/mlruns) | none."),
     coreset_ratio: Optional[float] = typer.Option(None, "--coreset", help="anomaly: share of intact training patches kept in the memory bank (default 0.1)."),
     anomaly_quantile: Optional[float] = typer.Option(None, "--anomaly-quantile", help="anomaly: threshold = this quantile of intact validation scores when val has no damaged image (default 0.99)."),
     bank_max_mb: Optional[int] = typer.Option(None, "--bank-max-mb", help="anomaly: cap (MiB) on the patch features collected before the coreset (default 4096)."),
@@ -274,7 +276,7 @@ def train(
                  orientation=orientation, class_weights=class_weights, cv_folds=cv_folds, time_budget=time_budget,
                  precision=precision, pool=pool, skip_bad=skip_bad or None, allow_leakage=allow_leakage or None,
                  allow_label_conflicts=allow_label_conflicts or None, overwrite=overwrite or None,
-                 devices=devices, num_nodes=num_nodes, strategy=strategy, cache_mb=cache_mb,
+                 devices=devices, num_nodes=num_nodes, strategy=strategy, cache_mb=cache_mb, logger=logger,
                  coreset_ratio=coreset_ratio, anomaly_quantile=anomaly_quantile, bank_max_mb=bank_max_mb,
                  objective=objective, calibrate=calibrate, cost_matrix=_cost_matrix_flag(cost_matrix))
     if cost_matrix is not None and objective is None:

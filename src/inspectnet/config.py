@@ -31,6 +31,7 @@ from .errors import ConfigError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 POOLS = ("auto", "avg", "catavgmax", "catavgmax-mid")
+LOGGERS = ("csv", "tensorboard", "mlflow", "none")  # train/loggers.py
 TTA_VIEWS = (1, 2, 4, 8)
 ORIENTATIONS = ("any", "upright")
 _RETIRED = frozenset({"head_epochs", "num_workers"})
@@ -130,6 +131,9 @@ class TrainConfig:
             k-center coreset keeps in the memory bank (1 keeps them all).
         anomaly_quantile: ``anomaly``: when validation holds no damaged image, the threshold
             is this quantile of the intact validation images' scores.
+        logger: Where the epoch metrics go besides ``history.csv``: ``csv`` (``RUN/logs/<stage>/
+            metrics.csv``), ``tensorboard``, ``mlflow`` (a local store in ``RUN/mlruns``) or
+            ``none`` (``train/loggers.py``).
         bank_max_mb: ``anomaly``: refuse to collect more than this many MiB of patch
             features (images x patches per image x feature dim x 4 bytes) before the coreset.
         overwrite: Replace a run already in the run folder (``model/model.json`` or
@@ -181,6 +185,7 @@ class TrainConfig:
     num_nodes: Annotated[int, Ge(1)] = 1
     strategy: str = "auto"
     cache_mb: Annotated[int, Ge(0)] | None = None
+    logger: str = "csv"
     coreset_ratio: Annotated[float, Interval(gt=0, le=1)] = 0.1
     anomaly_quantile: Annotated[float, Interval(gt=0.5, lt=1)] = 0.99
     bank_max_mb: Annotated[int, Ge(1)] = 4096
@@ -203,6 +208,8 @@ class TrainConfig:
                                          f"{', '.join(ORIENTATIONS)}"))
         if self.tta_views is not None and self.tta_views not in TTA_VIEWS:
             found.append(("tta_views", f"tta_views={self.tta_views} must be 1, 2, 4 or 8"))
+        if self.logger not in LOGGERS:
+            found.append(("logger", f"logger={self.logger!r} is not allowed; choose one of {', '.join(LOGGERS)}"))
         if self.cv_folds == 1:
             found.append(("cv_folds", "cv_folds=1 must be 0 (choose on the validation split) or 2 to 20"))
         found += self._decision_problems()

@@ -230,3 +230,46 @@ def test_overwrite_keeps_the_old_run_whole_until_the_new_one_is_complete(toy_dat
     assert not (out / "previous-run").exists() and res.config.seed == 1
     assert json.loads((out / "model" / "model.json").read_text())["weights_sha256"] != \
         json.loads(old[Path("model/model.json")])["weights_sha256"]
+
+
+def _event_tags(path: Path) -> dict[str, int]:
+    """Scalar tags in a TensorBoard event file and how many values each has (TFRecord frames)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags: dict[str, int] = {}
+    data = path.read_bytes()
+    pos = 0
+    while pos + 12 <= len(data):
+        (n,) = struct.unpack("<Q", data[pos : pos + 8])
+        ev = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
+        for v in ev.summary.value:
+            tags[v.tag] = tags.get(v.tag, 0) + 1
+        pos += 12 + n + 4
+    return tags
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard"])
+def test_logger_holds_every_epochs_metrics(toy_data: Path, tmp_path: Path, logger: str) -> None:
+    import csv
+
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", str(toy_data), "--approach", "scratch", "--model", "seed-cnn", "--img-size", "32",
+                              "--epochs", "2", "--patience", "0", "--out", str(out), "--quiet", "--logger", logger])
+    assert res.exit_code == 0, res.output
+    assert (out / "history.csv").is_file()  # whatever the logger
+    if logger == "csv":
+        rows = list(csv.DictReader((out / "logs" / "scratch" / "version_0" / "metrics.csv").open()))
+        epochs = {r["epoch"] for r in rows if r.get("val_loss")}
+        assert epochs == {"0", "1"} and all(float(r["val_loss"]) > 0 for r in rows if r.get("val_loss"))
+    else:
+        (events,) = (out / "logs" / "scratch" / "version_0").glob("events.out.tfevents.*")
+        tags = _event_tags(events)
+        assert tags.get("val_loss") == 2 and tags.get("train_acc") == 2, tags
+    assert yaml.safe_load((out / "config.yaml").read_text())["logger"] == logger
+
+
+def test_an_unknown_logger_is_a_usage_error(toy_data: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", str(toy_data), "--logger", "wandb", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "logger='wandb' is not allowed; choose one of csv, tensorboard, mlflow, none" in res.output

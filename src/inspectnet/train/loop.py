@@ -169,6 +169,7 @@ def _trainer(ctx: Context, stage: Stage, callbacks: list[Any]) -> tuple[Any, Any
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from .interrupt import AtomicCheckpointIO, StopOnSignal
+    from .loggers import make_logger
 
     cfg = ctx.cfg
     if cfg.patience and "val" in ctx.cache:
@@ -190,7 +191,8 @@ def _trainer(ctx: Context, stage: Stage, callbacks: list[Any]) -> tuple[Any, Any
         strategy=cfg.strategy, max_epochs=stage.epochs,
         max_time=None if stage.max_seconds is None else timedelta(seconds=max(stage.max_seconds, 1.0)),
         precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
-        logger=False, callbacks=callbacks, plugins=[AtomicCheckpointIO()], enable_model_summary=False,
+        logger=make_logger(cfg.logger, ctx.run_dir, stage.name), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False,
         enable_progress_bar=not ctx.quiet,
         num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False,
     )
