@@ -399,7 +399,8 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
     table). Exit status: 0 every input classified; 1 some could not be read (their rows carry
     the error; --skip-bad exits 0 anyway) or the model cannot be used; 2 a usage error.
     """
-    from .predict import ResultWriter, expand_inputs, make_predictor, parse_shard, run_predictions, shard_paths
+    from .predict.inputs import expand_inputs
+    from .predict.stream import ResultWriter, parse_shard, run_predictions, shard_paths
 
     if resume and output is None:
         raise typer.BadParameter("--resume needs --output FILE (the file to continue)")
@@ -407,7 +408,7 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
     paths = shard_paths(expand_inputs(inputs), parse_shard(shard))
     if cam is not None and engine == "auto":
         engine = "torch"  # Grad-CAM needs gradients; ONNX Runtime has none
-    pred = make_predictor(run, engine=engine, device=device)
+    pred = _predictor(run, engine, device)
     pos = pred.card.positive_class
     writer = ResultWriter(output, pos, resume=resume, overwrite=overwrite) if output is not None else None
     show = progress if progress is not None else len(paths) >= 100
@@ -428,6 +429,28 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
         err.print(f"[bold red]error:[/] {errors} of {n} input(s) could not be classified (their rows say why); "
                   "pass --skip-bad to exit 0 anyway", soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _predictor(run: Path, engine: str, device: str) -> Any:
+    """The station (ONNX Runtime, no torch import) when the run's export is fresh and the
+    CPU runs it; else the torch-side predictors (``make_predictor``)."""
+    from .errors import ModelError
+    from .station import Station, gpu_present, onnx_is_fresh
+
+    cpu = device == "cpu" or (device == "auto" and not gpu_present())
+    fresh = onnx_is_fresh(run)
+    if cpu and (engine == "onnx" or (engine == "auto" and fresh)):
+        return Station(run)
+    try:
+        from .predict import make_predictor
+
+        return make_predictor(run, engine=engine, device=device)
+    except ImportError as e:  # the station install: numpy, Pillow, ONNX Runtime, no torch
+        why = ("--cam needs Grad-CAM's gradients (the torch engine)" if engine == "torch"
+               else f"{run} has no up-to-date ONNX export (run `inspectnet export {run}` where the full "
+                    "install is)" if not fresh else f"--device {device} needs the torch engine")
+        raise ModelError(f"{why}, and this install has no torch ({e}); install the full inspectnet "
+                         "(with torch), or predict on the CPU with an exported run") from None
 
 
 def _emit_rows(rows: Any, fmt: str | None, pos: str, rule: str) -> tuple[int, int, int]:

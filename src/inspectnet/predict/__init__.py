@@ -12,22 +12,28 @@ imports it. Called, this package is :func:`predict_paths` (``from inspectnet imp
 """
 
 from .._api import callable_package
-from .base import BasePredictor, verdict
-from .factory import ENGINES, make_predictor, predict_paths, resolve_engine
-from .inputs import expand_inputs
-from .onnx import OnnxPredictor, default_threads, onnx_info, onnx_is_fresh
-from .stream import (
-    OUTPUT_FORMATS,
-    ResultWriter,
-    cam_filename,
-    csv_header,
-    csv_row,
-    output_format,
-    parse_shard,
-    run_predictions,
-    shard_paths,
-)
-from .torch_predictor import Predictor
+
+# Imported on first use, so that the torch-free parts (inputs, stream) load without torch:
+# the inspection station's `predict` imports them and never the torch engines.
+_LAZY = {
+    "BasePredictor": "base", "verdict": "base",
+    "ENGINES": "factory", "make_predictor": "factory", "predict_paths": "factory", "resolve_engine": "factory",
+    "expand_inputs": "inputs",
+    "OnnxPredictor": "onnx", "default_threads": "onnx", "onnx_info": "onnx", "onnx_is_fresh": "onnx",
+    "OUTPUT_FORMATS": "stream", "ResultWriter": "stream", "cam_filename": "stream", "csv_header": "stream",
+    "csv_row": "stream", "output_format": "stream", "parse_shard": "stream", "run_predictions": "stream",
+    "shard_paths": "stream",
+    "Predictor": "torch_predictor",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
 
 callable_package(__name__, f"{__name__}.factory", "predict_paths")
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io import make_dir, storage_error
-from .base import BasePredictor
+from ..station import RowPredictor
 
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
@@ -225,7 +225,7 @@ def cam_filename(path: Path, taken: set[str]) -> str:
     return name
 
 
-def run_predictions(pred: BasePredictor, paths: list[Path], *, batch_size: int = 32,
+def run_predictions(pred: RowPredictor, paths: list[Path], *, batch_size: int = 32,
                     writer: ResultWriter | None = None, cam_dir: str | Path | None = None,
                     progress: bool = False, workers: int = 2) -> Iterator[dict[str, Any]]:
     """Classify ``paths`` (minus those ``writer.done`` already holds) and yield each row.
@@ -263,7 +263,7 @@ def run_predictions(pred: BasePredictor, paths: list[Path], *, batch_size: int =
                 cams = iter(pred.cams(np.stack([t.numpy() for t in good])) if good else ())
             for p, img, err, probs in batch:
                 if probs is None:
-                    row = BasePredictor.error_row(str(p), err)
+                    row = RowPredictor.error_row(str(p), err)
                 else:
                     row = pred.result(str(p), probs)
                 cam = next(cams) if cams is not None and probs is not None else None

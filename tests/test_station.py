@@ -1,0 +1,75 @@
+"""The inspection station: `inspectnet predict` on an exported run with torch unimportable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest_serve import lite_run, seed_run, toy_images  # noqa: F401 - fixtures
+from inspectnet.predict import expand_inputs, make_predictor
+
+# Any import of torch (or of what needs it) fails in the child: the station must not reach it.
+NO_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'torchvision', 'timm', 'lightning', 'safetensors'):
+            raise ImportError(f'{name} is not installed on this station (test)')
+sys.meta_path.insert(0, _NoTorch())
+sys.argv = ['inspectnet'] + sys.argv[1:]
+from inspectnet.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("run_fixture", ["seed_run", "lite_run"])
+def test_predict_without_torch_matches_the_torch_engine(run_fixture: str, tmp_path_factory: pytest.TempPathFactory,
+                                                       request: pytest.FixtureRequest) -> None:
+    run = request.getfixturevalue(run_fixture)
+    images = sorted(expand_inputs([toy_images(tmp_path_factory)]))[:12]
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(run), *map(str, images), "-f", "json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(line) for line in proc.stdout.splitlines()]
+    want = list(make_predictor(run, engine="torch").predict_paths(images))
+    assert len(got) == len(want) == 12
+    card = json.loads((run / "model" / "model.json").read_text())
+    assert card["tta_views"] >= 1
+    for g, w in zip(got, want):
+        assert g["path"] == w["path"] and g["verdict"] == w["verdict"] and g["review"] == w["review"]
+        for k in w["probabilities"]:
+            assert abs(g["probabilities"][k] - w["probabilities"][k]) < 1e-4, (k, g, w)
+
+
+def test_predict_without_torch_reports_bad_files_and_needs_torch_only_for_cams(
+        lite_run: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    good = sorted(expand_inputs([toy_images(tmp_path_factory)]))[0]
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(lite_run), str(good), str(bad), "-f", "csv"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "1 unreadable" in proc.stderr, proc.stderr
+    rows = proc.stdout.strip().splitlines()
+    assert rows[0].startswith("path,verdict") and "broken.png" in rows[2] and rows[2].split(",")[-1]
+    assert "Traceback" not in proc.stderr
+    # --cam needs gradients: the torch engine, which this station does not have.
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(lite_run), str(good), "--cam",
+                           str(tmp_path / "cams")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "torch" in proc.stderr
+
+
+def test_station_views_follow_the_torch_order() -> None:
+    import torch
+
+    from inspectnet.data.augment import dihedral_views
+    from inspectnet.station import dihedral_np
+
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4)
+    for a, b in zip(dihedral_np(x, 8), dihedral_views(torch.from_numpy(x), 8)):
+        assert np.array_equal(a, b.numpy())
