@@ -42,7 +42,11 @@ class Anomaly(Approach):
         # flipped views would cost 8x and blur the map. ``validate`` filled tta_views for
         # classifiers (from orientation); the bank is fitted and thresholded on one view.
         cfg.tta_views = 1
-        return {"weights": "auto", "lr": 1e-3, "optimizer": "adamw", "patience": 0, "pool": "avg",
+        # The model's own input size, not the photos' (the classifiers' default): the bank grows
+        # with the patches per image (S/8)^2 and so does each patch's search, so scoring costs
+        # S^4. At 288 px a real 912-image bank took over 10 min to score 641 images; at 224 px
+        # 4 min, with image AUROC 0.864 (bench/notes/real_anomaly.md). --img-size overrides.
+        return {"img_size": info.default_img_size, "weights": "auto", "lr": 1e-3, "optimizer": "adamw", "patience": 0, "pool": "avg",
                 "augment_rot90": False, "augment_rotation": 0.0, "augment_zoom": 0.0, "precision": "32"}
 
     def classes(self, samples: list[Sample], cfg: TrainConfig) -> list[str]:
