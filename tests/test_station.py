@@ -80,3 +80,40 @@ def test_a_command_whose_extra_is_missing_names_the_extra(tmp_path: Path, toy_da
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "pip install 'inspectnet[train]'" in proc.stderr, proc.stderr
+
+
+def test_serve_without_torch_answers_like_the_torch_engine(lite_run: Path,
+                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    import httpx
+
+    from inspectnet.serve.ready import free_port, wait_ready
+
+    images = sorted(expand_inputs([toy_images(tmp_path_factory)]))[:4]
+    want = {Path(r["path"]).name: r for r in make_predictor(lite_run, engine="torch").predict_paths(images)}
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", NO_TORCH, "serve", str(lite_run), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_ready(url, 60, alive=lambda: proc.poll() is None)
+        except RuntimeError as e:
+            pytest.fail(f"serve without torch did not become ready: {e}\n{proc.stdout.read().decode()[-2000:]}")
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
+        r = httpx.post(f"{url}/v1/predict", files=files, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["engine"] == "onnx"
+        for got in r.json()["results"]:
+            w = want[got["name"]]
+            assert got["verdict"] == w["verdict"]
+            for k, v in w["probabilities"].items():
+                assert abs(got["probabilities"][k] - v) < 1e-4
+        # Heatmaps need gradients: a JSON 501 that says what to install, not a crash.
+        r = httpx.post(f"{url}/v1/predict", params={"cam": "true"}, files=files[:1], timeout=60)
+        assert r.status_code == 501 and "torch" in r.json()["detail"], r.text
+        model = httpx.get(f"{url}/v1/model", timeout=30)
+        assert model.status_code == 200 and model.json()["cam_available"] is False, model.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert proc.returncode == 0

@@ -221,6 +221,9 @@ class RowPredictor:
     def _load(self, path: Path) -> Any:  # pragma: no cover
         raise NotImplementedError
 
+    def resize(self, chw: np.ndarray, size: int) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
     def _stack(self, images: list[Any]) -> Any:  # pragma: no cover
         raise NotImplementedError
 
@@ -322,6 +325,10 @@ class Station(RowPredictor):
 
     def _load(self, path: Path) -> np.ndarray:
         return resize_pil(decode_pil(path), self.img_size)
+
+    def resize(self, chw: np.ndarray, size: int) -> np.ndarray:
+        """A decoded upload ``(3, H, W)`` uint8 resized as :meth:`_load` resizes files."""
+        return resize_pil(np.ascontiguousarray(chw.transpose(1, 2, 0)), size)
 
     def _stack(self, images: list[np.ndarray]) -> np.ndarray:
         return np.stack(images)

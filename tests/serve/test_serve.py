@@ -176,7 +176,7 @@ class SlowPredictor(BasePredictor):
         self.inner, self.delay, self.card, self.engine = inner, delay, inner.card, inner.engine
 
     def predict_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
-        if images.shape[0] and images.float().mean() > 0:  # not the warm-up batch of zeros
+        if images.shape[0] and np.asarray(images, dtype=np.float32).mean() > 0:  # not the warm-up batch of zeros
             time.sleep(self.delay)
         return self.inner.predict_batch(images)
 
@@ -281,7 +281,7 @@ def test_batched_results_match_one_by_one(server: str, onnx_pred: BasePredictor)
         assert r.status_code == 200, r.text
         name = r.json()["results"][0]["name"]
         k = int(name.split("_")[0])
-        x = resize_uint8(decode_upload(png_bytes(value=40 + k)), onnx_pred.img_size)
+        x = resize_uint8(torch.from_numpy(decode_upload(png_bytes(value=40 + k))), onnx_pred.img_size)
         want = onnx_pred.predict_batch(x[None])[0]
         assert abs(r.json()["results"][0]["p_positive"] - float(want[onnx_pred.card.positive_index])) < 1e-3
 
@@ -388,7 +388,7 @@ class Slow(BasePredictor):
     def __init__(self, inner):
         self.inner, self.card, self.engine = inner, inner.card, inner.engine
     def predict_batch(self, images):
-        if images.float().mean() > 0:  # not the warm-up
+        if np.asarray(images, dtype=np.float32).mean() > 0:  # not the warm-up
             time.sleep(1.0)
         return self.inner.predict_batch(images)
 

@@ -1,46 +1,26 @@
-"""Explainability: classic convolution kernels, Grad-CAM, filters and feature maps."""
+"""Explainability: classic convolution kernels, Grad-CAM, filters and feature maps.
 
-from .gradcam import (
-    METHODS,
-    cams_and_logits,
-    energy_inside,
-    grad_cam,
-    grad_cam_batch,
-    pointing_game,
-)
-from .kernels import KERNELS, KernelError, convolve2d, convolve_panel, format_matrix, load_kernel
-from .layers import (
-    LayerError,
-    conv_layer_names,
-    explain_image,
-    feature_maps,
-    first_layer_filters,
-    save_feature_maps,
-    save_filter_grid,
-)
-from .overlay import heatmap_png_bytes, overlay_heatmap, save_png
+Imported on first use: the heatmap overlay (numpy and Pillow) serves the torch-free station
+and service, which must not import torch through Grad-CAM.
+"""
 
-__all__ = [
-    "KERNELS",
-    "METHODS",
-    "KernelError",
-    "LayerError",
-    "cams_and_logits",
-    "conv_layer_names",
-    "convolve2d",
-    "convolve_panel",
-    "energy_inside",
-    "explain_image",
-    "feature_maps",
-    "first_layer_filters",
-    "format_matrix",
-    "grad_cam",
-    "grad_cam_batch",
-    "heatmap_png_bytes",
-    "load_kernel",
-    "overlay_heatmap",
-    "pointing_game",
-    "save_feature_maps",
-    "save_filter_grid",
-    "save_png",
-]
+_LAZY = {
+    **dict.fromkeys(("METHODS", "cams_and_logits", "energy_inside", "grad_cam", "grad_cam_batch", "pointing_game"),
+                    "gradcam"),
+    **dict.fromkeys(("KERNELS", "KernelError", "convolve2d", "convolve_panel", "format_matrix", "load_kernel"),
+                    "kernels"),
+    **dict.fromkeys(("LayerError", "conv_layer_names", "explain_image", "feature_maps", "first_layer_filters",
+                     "save_feature_maps", "save_filter_grid"), "layers"),
+    **dict.fromkeys(("heatmap_png_bytes", "overlay_heatmap", "save_png"), "overlay"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
+
+__all__ = sorted(_LAZY)

@@ -62,5 +62,11 @@ class BasePredictor(RowPredictor):
     def _load(self, path: Path) -> torch.Tensor:
         return load_resized(path, self.img_size)
 
+    def resize(self, chw: np.ndarray, size: int) -> np.ndarray:
+        """A decoded upload ``(3, H, W)`` uint8 resized as :meth:`_load` resizes files."""
+        from ..data.decode import resize_uint8
+
+        return resize_uint8(torch.from_numpy(np.ascontiguousarray(chw)), size).numpy()
+
     def _stack(self, images: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(images)

@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -66,12 +65,17 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .._version import __version__
-from ..bundle import read_card
-from ..data.decode import MAX_PIXELS, _to_rgb_array, resize_uint8, upright
+from ..card import read_card
+from ..data.pixels import MAX_PIXELS, _to_rgb_array, upright
 from ..errors import ConfigError, DataError
-from ..explain.overlay import heatmap_png_bytes
-from ..predict import BasePredictor, Predictor, default_threads, make_predictor, resolve_engine
+from ..station import RowPredictor, Station, default_threads, gpu_present, onnx_is_fresh
 from .batcher import BatchResult, Batcher, Ticket
+
+# Without torch (the station install: `pip install 'inspectnet[serve]'`) the service runs the
+# exported model on ONNX Runtime; torch is imported only for the torch engine and heatmaps.
+BasePredictor = RowPredictor  # the interface a service's predictor has (kept for callers)
+CAM_NEEDS_TORCH = ("heatmaps (?cam=true) need Grad-CAM's gradients, i.e. the full install with torch "
+                   "(pip install 'inspectnet[train]'); this service runs the exported model without it")
 
 STATIC = Path(__file__).parent / "static"
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -92,8 +96,8 @@ class BodyTooLarge(Exception):
     pass
 
 
-def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Decode uploaded bytes to a ``(3, H, W)`` uint8 tensor, from memory.
+def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode uploaded bytes to a ``(3, H, W)`` uint8 array, from memory.
 
     Mirrors ``inspectnet.data.decode.decode_image`` (same colour handling) with HTTP
     statuses attached to each way it can fail.
@@ -123,10 +127,10 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         raise UploadError(415, "not an image file (no decoder recognises its content)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise UploadError(422, f"corrupt or truncated image: {e}") from None
-    # HWC -> CHW by numpy (one plain copy, which also gives memory torch may own: Pillow's
-    # arrays are read-only views). A torch copy would start an OpenMP parallel region on
-    # this decode thread, whose idle workers then spin: measured 2x the CPU per request.
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    # HWC -> CHW by numpy (one plain copy: Pillow's arrays are read-only views). A torch copy
+    # would start an OpenMP parallel region on this decode thread, whose idle workers then
+    # spin: measured 2x the CPU per request.
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def _label(i: int, n: int, name: str) -> str:
@@ -187,8 +191,14 @@ class InferenceService:
         would be caught by those hooks."""
         with self._cam_lock:
             if self._cam_pred is None:
-                self._cam_pred = (copy.deepcopy(self.predictor) if self.predictor.can_explain
-                                  else Predictor(self.run, device="cpu"))
+                if self.predictor.can_explain:
+                    self._cam_pred = copy.deepcopy(self.predictor)
+                else:
+                    try:
+                        from ..predict.torch_predictor import Predictor
+                    except ImportError:
+                        raise UploadError(501, CAM_NEEDS_TORCH) from None
+                    self._cam_pred = Predictor(self.run, device="cpu")
             return self._cam_pred
 
     def warm_up(self) -> None:
@@ -198,8 +208,8 @@ class InferenceService:
         measure of the drain rate."""
         s, n, w = self.predictor.img_size, self.batcher.max_batch, self.workers
         try:
-            probs = np.asarray(self.predictor.predict_batch(torch.zeros(1, 3, s, s, dtype=torch.uint8)), dtype=np.float64)
-            full, dt = torch.zeros(n, 3, s, s, dtype=torch.uint8), 0.0
+            probs = np.asarray(self.predictor.predict_batch(np.zeros((1, 3, s, s), np.uint8)), dtype=np.float64)
+            full, dt = np.zeros((n, 3, s, s), np.uint8), 0.0
             with ThreadPoolExecutor(max_workers=w) as pool:
                 for _ in range(2 if np.isfinite(probs).all() else 0):  # the first round allocates
                     t = time.perf_counter()
@@ -217,7 +227,7 @@ class InferenceService:
         self.reason = ""
         self.ready.set()
 
-    def decode(self, blobs: list[bytes], names: list[str]) -> tuple[torch.Tensor, list[tuple[int, int]], list[float]]:
+    def decode(self, blobs: list[bytes], names: list[str]) -> tuple[np.ndarray, list[tuple[int, int]], list[float]]:
         """Decode and resize one request's images (on a decode thread)."""
         s = self.predictor.img_size
         imgs, sizes, decode_ms = [], [], []
@@ -228,9 +238,9 @@ class InferenceService:
             except UploadError as e:
                 raise UploadError(e.status, f"{_label(i, len(blobs), name)}: {e.reason}") from None
             sizes.append((int(img.shape[2]), int(img.shape[1])))
-            imgs.append(resize_uint8(img, s))
+            imgs.append(self.predictor.resize(img, s))  # as the engine resizes files: same pixels
             decode_ms.append((time.perf_counter() - t) * 1e3)
-        return (imgs[0][None] if len(imgs) == 1 else torch.from_numpy(np.stack([i.numpy() for i in imgs]))), sizes, decode_ms
+        return (imgs[0][None] if len(imgs) == 1 else np.stack(imgs)), sizes, decode_ms
 
     def admit(self) -> JSONResponse | Ticket:
         """The 503 for a request that cannot be admitted now, else its ticket (which the
@@ -280,6 +290,8 @@ class InferenceService:
         t3 = time.perf_counter()
         results = [self._item(names[i], p, sizes[i], decode_ms[i], res) for i, p in enumerate(res.probs)]
         if cams is not None:
+            from ..explain.overlay import heatmap_png_bytes
+
             for item, cam in zip(results, cams):
                 item["heatmap_png"] = base64.b64encode(heatmap_png_bytes(cam)).decode("ascii")
                 item["timings_ms"]["cam"] = round((t3 - t2) * 1e3 / len(results), 3)
@@ -294,8 +306,11 @@ class InferenceService:
                            "cam": round((t3 - t2) * 1e3, 3)},
         }
 
-    def _cams(self, x: torch.Tensor) -> np.ndarray:
-        return self.cam_predictor().cams(x)
+    def _cams(self, x: np.ndarray) -> np.ndarray:
+        pred = self.cam_predictor()  # 501 without torch
+        import torch
+
+        return pred.cams(torch.from_numpy(np.ascontiguousarray(x)))
 
     def _item(self, name: str, p: np.ndarray, size: tuple[int, int], decode_ms: float,
               res: BatchResult) -> dict[str, Any]:
@@ -428,13 +443,21 @@ async def _answer(request: Request, svc: InferenceService, ticket: Ticket, cam: 
             await form.close()
 
 
-def _build_predictor(run: str | Path, engine: str, device: str, workers: int) -> BasePredictor:
+def _build_predictor(run: str | Path, engine: str, device: str, workers: int) -> RowPredictor:
     read_card(run)  # a clear error for a wrong folder before anything heavy loads
+    threads = max(default_threads() // workers, 1)
+    cpu = device == "cpu" or (device == "auto" and not gpu_present())
+    if cpu and (engine == "onnx" or (engine == "auto" and onnx_is_fresh(run))):
+        # The station: ONNX Runtime without torch. No spinning: idle ORT threads would
+        # busy-wait on the cores the event loop needs.
+        return Station(run, threads=threads, spin=False)
+    import torch
+
+    from ..predict import make_predictor, resolve_engine
+
     if device == "auto":  # resolved here, so that the CPU's thread share below applies to it
         device = "cuda" if torch.cuda.is_available() else "cpu"
     chosen = resolve_engine(run, engine, device)
-    threads = max(default_threads() // workers, 1)
-    # No spinning: idle ORT threads would busy-wait on the cores the event loop needs.
     predictor = make_predictor(run, engine=chosen, device=device, threads=threads, spin=False)
     if device == "cpu":
         # torch's pool is process-wide: give the workers a share each, not all cores each.
@@ -629,9 +652,16 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, grace: f
 
 
 def _torch_weights_present(run: str | Path) -> bool:
-    from ..bundle import model_dir
+    """Whether a torch engine could be made for heatmaps: torch installed, weights there."""
+    import importlib.util
 
-    return (model_dir(run) / "weights.safetensors").is_file()
+    from ..card import model_dir
+
+    try:
+        has_torch = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken or blocked torch counts as none
+        has_torch = False
+    return has_torch and (model_dir(run) / "weights.safetensors").is_file()
 
 
 def _mount_offline_docs(app: FastAPI) -> None:

@@ -31,7 +31,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 #: Weight of the newest batch in the drain-rate average.
 EWMA_ALPHA = 0.2
@@ -51,7 +50,7 @@ class Ticket:
 class Job:
     """One request's decoded images, waiting for a batch."""
 
-    images: torch.Tensor  # (n, 3, S, S) uint8
+    images: np.ndarray  # (n, 3, S, S) uint8
     future: Future
     t_queued: float
 
@@ -81,7 +80,7 @@ class Batcher:
         workers: Inference threads.
     """
 
-    def __init__(self, predict: Callable[[torch.Tensor], np.ndarray], max_batch: int = 32,
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int = 32,
                  batch_wait: float = 0.003, workers: int = 1) -> None:
         self.predict = predict
         self.max_batch = max_batch
@@ -146,7 +145,7 @@ class Batcher:
             self._pending -= 1
             self._cond.notify_all()  # a gatherer may be waiting for it
 
-    def submit(self, ticket: Ticket, images: torch.Tensor) -> Future | None:
+    def submit(self, ticket: Ticket, images: np.ndarray) -> Future | None:
         """Queue an admitted request's images; the future resolves to a :class:`BatchResult`.
         None when the ticket was released meanwhile (the request is gone)."""
         job = Job(images, Future(), time.perf_counter())
@@ -237,7 +236,7 @@ class Batcher:
         try:
             # numpy, not torch.cat: a torch copy would start an OpenMP team on this thread
             # whose idle workers spin beside the engine.
-            x = jobs[0].images if len(jobs) == 1 else torch.from_numpy(np.concatenate([j.images.numpy() for j in jobs]))
+            x = jobs[0].images if len(jobs) == 1 else np.concatenate([np.asarray(j.images) for j in jobs])
             probs = np.asarray(self.predict(x))
         except BaseException as e:  # noqa: BLE001 - every waiting request must hear of it
             for j in jobs:
