@@ -68,12 +68,8 @@ def decode_image(path: str | Path) -> torch.Tensor:
         DecodeError: with the decoder's reason (empty file, truncated, not an image, too big).
     """
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise DecodeError(f"cannot read file: {e.strerror}") from None
-    if size == 0:
-        raise DecodeError("file is empty (0 bytes)")
+    # A file the fast path cannot take (missing, empty, not an 8-bit grey/RGB PNG) goes to
+    # Pillow, whose checks give the reason (decode_pil).
     fast = _png_fast(p)
     return fast if fast is not None else _decode_pillow(p)
 
