@@ -77,6 +77,9 @@ def test_trains_on_intact_only_and_ranks_unseen_damage_above_intact(run: Path) -
     assert any("memory bank" in n for n in m["notes"]) and any("damaged and" in n for n in m["notes"])
     split = list(csv.DictReader((run / "split.csv").open()))
     assert {r["label"] for r in split if r["split"] == "train"} == {"intact"}
+    # The report's gallery shows anomaly maps and says so, not Grad-CAM.
+    report = (run / "report.html").read_text()
+    assert "its anomaly map" in report and "LayerCAM heatmap" not in report
 
 
 def test_the_bank_is_in_the_safetensors_and_round_trips(run: Path) -> None:

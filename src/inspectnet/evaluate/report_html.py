@@ -63,7 +63,7 @@ def render_report(d: ReportData) -> str:
         roc=roc_png, rel=rel_png, ece=ece, thr=thr_png, gallery=_gallery(d),
         config=_flatten(d.config), card=_flatten(card), versions=versions, run_info=run_info,
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), loc=d.localization,
-        esc=html.escape,
+        esc=html.escape, anomaly=d.card.get("approach") == "anomaly",
     )
 
 
@@ -122,10 +122,11 @@ def _summary(d: ReportData, at: dict[str, Any], ece: float | None,
         ("ECE", _fmt(ece), f"expected calibration error, {ECE_BINS} bins"),
     ]
     loc = d.localization
+    anomaly = d.card.get("approach") == "anomaly"  # its heatmap is the anomaly map, not a CAM
     if loc and loc.get("n_scored"):
         summary.append(("pointing game", _pct(loc["pointing_game"]),
-                        f"Grad-CAM peak on the damage, {loc['n_scored']} images"))
-        if loc.get("pointing_game_layercam") is not None:
+                        f"{'anomaly-map' if anomaly else 'Grad-CAM'} peak on the damage, {loc['n_scored']} images"))
+        if loc.get("pointing_game_layercam") is not None and not anomaly:
             summary.append(("pointing game, LayerCAM", _pct(loc["pointing_game_layercam"]),
                             "peak of the finer-stage map on the damage"))
     return summary
