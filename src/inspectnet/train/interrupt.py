@@ -173,7 +173,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        # Lightning's own format (its resume state, never our model bundle), written beside
+        # the target and renamed onto it.
+        atomic_write(path, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options))
 
 
 def interrupted_message(signum: int, run_dir: Path, ckpt: Path | None) -> str:
