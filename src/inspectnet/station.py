@@ -16,7 +16,6 @@ contract (:func:`onnx_info`, :func:`onnx_is_fresh`), the result rows and the str
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .card import ModelCard, model_dir, read_card
+from .card import sha256_file as file_sha256  # the one hash of a file; the export records it
 from .data.pixels import DecodeError, decode_pil, resize_pil
 from .decision import Decision, calibrate, decision_of, review_reason
 from .errors import ConfigError, ModelError
@@ -45,15 +45,6 @@ BatchItem = tuple[Path, Any, "str | None", "np.ndarray | None"]
 
 
 # ------------------------------------------------------------------ the export's files ------
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks (weights can be hundreds of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def onnx_info(run: str | Path) -> dict[str, Any] | None:
     """The ``onnx`` entry of ``model.json`` when the file it names exists, else None."""
     d = model_dir(run)
