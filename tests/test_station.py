@@ -117,3 +117,48 @@ def test_serve_without_torch_answers_like_the_torch_engine(lite_run: Path,
         proc.terminate()
         proc.wait(timeout=15)
     assert proc.returncode == 0
+
+
+def test_lanes_give_the_rows_of_one_engine_in_input_order(seed_run: Path, tmp_path: Path,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``predict`` runs one decode-then-infer lane per core; the rows must be those of a
+    single engine, in the order of the inputs, bad files included where they were."""
+    from inspectnet.station import Station
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    paths = sorted(expand_inputs([toy_images(tmp_path_factory)]))
+    paths = paths[:7] + [bad] + paths[7:]
+    one = list(Station(seed_run).predict_paths(paths, batch_size=4))
+    two = list(Station(seed_run, lanes=3).predict_paths(paths, batch_size=4))
+    assert [r["path"] for r in two] == [str(p) for p in paths] == [r["path"] for r in one]
+    assert two[7]["error"] and "broken.png" in two[7]["path"]
+    assert [r["verdict"] for r in two] == [r["verdict"] for r in one]
+    for a, b in zip(one, two):
+        assert (a["error"] is None) == (b["error"] is None)
+        if a["error"] is None:
+            assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "I;16", "exif"])
+def test_the_fast_decode_gives_the_pixels_of_decode_then_resize(mode: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from inspectnet.data.pixels import decode_pil, decode_resized_pil, resize_pil
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (45, 61, 3), dtype=np.uint8))
+    img = {"RGB": rgb, "L": rgb.convert("L"), "P": rgb.convert("P"), "RGBA": rgb.convert("RGBA"), "exif": rgb,
+           "I;16": Image.fromarray(rng.integers(0, 60000, (45, 61), dtype=np.uint16))}[mode]
+    path = tmp_path / ("a.jpg" if mode == "exif" else "a.png")
+    if mode == "exif":
+        exif = Image.Exif()
+        exif[0x0112] = 6  # turned 90 degrees
+        img.save(path, exif=exif)
+    else:
+        img.save(path)
+    for size in (32, 61):
+        want = resize_pil(decode_pil(path), size)
+        got = decode_resized_pil(path, size)
+        assert got.shape == (3, size, size) and got.dtype == np.uint8
+        assert np.array_equal(got, want)

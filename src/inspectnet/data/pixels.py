@@ -71,12 +71,27 @@ def decode_pil(path: str | Path) -> np.ndarray:
     Raises:
         DecodeError: with the decoder's reason (empty file, truncated, not an image, too big).
     """
+    return _decode(path, None)
+
+
+def decode_resized_pil(path: str | Path, size: int) -> np.ndarray:
+    """``resize_pil(decode_pil(path), size)``, the same pixels, with two fewer copies: an
+    8-bit photo is resized as the Pillow image it was decoded to (the predict path's
+    decoding is a share of the cores that inference would otherwise have).
+
+    Raises:
+        DecodeError: as :func:`decode_pil`.
+    """
+    return _decode(path, size)
+
+
+def _decode(path: str | Path, size: int | None) -> np.ndarray:
     p = Path(path)
     try:
-        size = p.stat().st_size
+        nbytes = p.stat().st_size
     except OSError as e:
         raise DecodeError(f"cannot read file: {e.strerror}") from None
-    if size == 0:
+    if nbytes == 0:
         raise DecodeError("file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
@@ -88,7 +103,14 @@ def decode_pil(path: str | Path) -> np.ndarray:
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)  # animated GIF/TIFF: the first frame is the photo
                 img.load()
-                arr = _to_rgb_array(upright(img))
+                img = upright(img)
+                if size is not None and img.mode in ("RGB", "L"):
+                    # Exactly what _to_rgb_array then resize_pil do to these modes.
+                    rgb = img.convert("RGB")
+                    if rgb.size != (size, size):
+                        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+                    return np.ascontiguousarray(np.asarray(rgb).transpose(2, 0, 1))
+                arr = _to_rgb_array(img)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -97,7 +119,7 @@ def decode_pil(path: str | Path) -> np.ndarray:
         raise DecodeError("not an image file (no decoder recognises its content)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DecodeError(f"corrupt or truncated image: {e}") from None
-    return np.array(arr, copy=True)
+    return np.array(arr, copy=True) if size is None else resize_pil(arr, size)
 
 
 def resize_pil(rgb: np.ndarray, size: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 from ..card import read_card
 from ..station import (  # noqa: F401 - the export's file contract lives in station.py (torch-free)
     INPUT_NAME, ONNX_FILE, OUTPUT_NAME, default_threads, export_file, file_sha256, onnx_info, onnx_is_fresh,
-    onnx_session)
+    onnx_session, run_graph)
 from .base import BasePredictor
 
 
@@ -61,8 +61,7 @@ class OnnxPredictor(BasePredictor):
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Raw logits for float32 ``(B, 3, S, S)`` in [0, 1] (the graph's own contract)."""
-        feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
-        return self.session.run([OUTPUT_NAME], feed)[0]
+        return run_graph(self.session, self.input_name, x, **({"pixels": None} if self.device != "cpu" else {}))
 
     def _probs(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
         """Class probabilities ``(B, C)`` for uint8 images ``(B, 3, S, S)``, one view."""
