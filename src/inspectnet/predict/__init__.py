@@ -5,7 +5,8 @@
 - :mod:`.torch_predictor`: :class:`Predictor`, the torch engine (the one that can explain);
 - :mod:`.onnx`: :class:`OnnxPredictor`, ONNX Runtime, and the contract of ``model.onnx``;
 - :mod:`.factory`: :func:`make_predictor`, which engine a run gets, and :func:`predict_paths`;
-- :mod:`.stream`: large folders, written as results arrive, resumable, in shards.
+- :mod:`.stream`: large folders, written as results arrive, resumable, in shards;
+- :mod:`.ray_engine`: :class:`RayStation`, the station on a Ray cluster (``--engine ray``).
 
 ``inspectnet.export`` writes what :mod:`.onnx` reads and imports from here; nothing here
 imports it. Called, this package is :func:`predict_paths` (``from inspectnet import predict``).
@@ -24,6 +25,7 @@ _LAZY = {
     "csv_row": "stream", "output_format": "stream", "parse_shard": "stream", "run_predictions": "stream",
     "shard_paths": "stream",
     "Predictor": "torch_predictor",
+    "RayStation": "ray_engine",
 }
 
 
@@ -43,6 +45,7 @@ __all__ = [
     "BasePredictor",
     "OnnxPredictor",
     "Predictor",
+    "RayStation",
     "ResultWriter",
     "cam_filename",
     "csv_header",
