@@ -448,3 +448,22 @@ def test_serve_options_are_validated(seed_run: Path, args: list[str], flag: str)
     r = CliRunner().invoke(cli, ["serve", str(seed_run), *args])
     assert r.exit_code == 2, r.output
     assert flag in r.output and "Invalid value" in r.output
+
+
+def test_the_heap_a_burst_left_is_trimmed_once_the_burst_is_over() -> None:
+    """After a burst of uploads the server hands its free heap back (glibc's malloc_trim),
+    at most once a second, and always after the last request of the burst."""
+    import time as _time
+
+    from inspectnet.serve.app import HeapTrimmer
+
+    calls: list[float] = []
+    heap = HeapTrimmer(interval=0.3)
+    heap._trim = lambda pad: calls.append(_time.monotonic())
+    for _ in range(50):  # 50 requests end within a few ms: one trim now, one pending
+        heap.trim_soon()
+    _time.sleep(0.1)
+    assert len(calls) == 1
+    heap.trim_soon()  # the burst's last request, inside the interval: trimmed when it ends
+    _time.sleep(0.5)
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.29

@@ -137,6 +137,46 @@ def _label(i: int, n: int, name: str) -> str:
     return f"file {i + 1} of {n} ({name!r})" if n > 1 else f"{name!r}"
 
 
+class HeapTrimmer:
+    """Hand the heap that a burst of uploads left free back to the system, when idle.
+
+    Uploads in flight are held in memory (50 clients' PNGs: about 60 MB here); once answered
+    their memory is free but glibc keeps it, so a server that once saw a burst would hold its
+    peak for good (274 MB after 50 clients, 221 MB before). ``malloc_trim`` returns the free
+    pages, at most once per ``interval`` seconds and only when no request is in the system,
+    on a thread of its own. Where the C library is not glibc it does nothing.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.last = -interval
+        self.pending = False  # a timer is set (only the event loop thread sets it)
+        self._trim = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                self._trim = None
+
+    def trim_soon(self) -> None:
+        """Trim now, or once ``interval`` has passed since the last trim (so that the end of
+        a burst is always trimmed); one pending trim at a time."""
+        if self._trim is None or self.pending:
+            return
+        self.pending = True
+        timer = threading.Timer(max(0.0, self.interval - (time.monotonic() - self.last)), self._run)
+        timer.daemon = True
+        timer.name = "inspectnet-trim"
+        timer.start()
+
+    def _run(self) -> None:
+        self.last = time.monotonic()
+        self.pending = False
+        self._trim(0)
+
+
 def check_limits(max_upload_mb: float, max_batch: int, workers: int, batch_wait_ms: float, max_wait_ms: float,
                  queue_size: int | None = None, grace: float = 10.0, port: int = 8000) -> None:
     """The service options' allowed ranges (the CLI checks the same before anything loads).
@@ -174,6 +214,7 @@ class InferenceService:
         self.decoder = ThreadPoolExecutor(max_workers=max(default_threads(), 2), thread_name_prefix="inspectnet-decode")
         self.cam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspectnet-cam")
         self.in_system = 0  # touched only on the event loop thread: no lock needed
+        self.heap = HeapTrimmer()
         self.ready = threading.Event()
         self.failed = False  # the warm-up showed the model unusable: stays unready
         self.reason = WARMING
@@ -610,6 +651,8 @@ def _add_routes(app: FastAPI, svc: InferenceService, auth: Any, limits: dict[str
             return response
         finally:
             svc.in_system -= 1
+            if svc.in_system == 0:
+                svc.heap.trim_soon()
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
