@@ -400,8 +400,9 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
             inputs: list[str] = typer.Argument(..., help="Image files, folders or globs."),
             fmt: str = typer.Option("table", "--format", "-f", help="Rows on stdout as a table, JSON lines or CSV."),
             batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
-            workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding threads (default 2); with "
-                                                  "--engine ray, Ray workers, one ONNX session each (default: the cluster's CPUs)."),
+            workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel work: on the station (ONNX on the CPU) "
+                                                  "decode-then-infer lanes (default: one per core); on torch, decoding threads (default 2); "
+                                                  "with --engine ray, Ray workers, one ONNX session each (default: the cluster's CPUs)."),
             device: str = typer.Option("auto", "--device", help="auto: CUDA when there is a GPU, else the CPU."),
             engine: str = typer.Option("auto", "--engine", help="auto: ONNX Runtime when the run is exported and the device is the CPU, else torch; ray: the exported run on a Ray cluster (RAY_ADDRESS, else a local one)."),
             output: Optional[Path] = typer.Option(None, "--output", "-o",
@@ -430,7 +431,7 @@ def predict(run: Path = typer.Argument(..., help="Run folder."),
         engine = "torch"  # Grad-CAM needs gradients; ONNX Runtime has none
     pred = _predictor(run, engine, device, workers)
     if workers is None:
-        workers = pred.workers if pred.engine == "ray" else 2
+        workers = pred.workers if pred.engine == "ray" else max(getattr(pred, "lanes", 1), 2)
     pos = pred.card.positive_class
     writer = ResultWriter(output, pos, resume=resume, overwrite=overwrite) if output is not None else None
     show = progress if progress is not None else len(paths) >= 100
@@ -470,7 +471,7 @@ def _predictor(run: Path, engine: str, device: str, workers: int | None = None) 
     fresh = onnx_is_fresh(run)
     if cpu and (engine == "onnx" or (engine == "auto" and fresh)):
         # One single-threaded decode-then-infer lane per core (see Station's ``lanes``).
-        return Station(run, lanes=default_threads(), spin=False)
+        return Station(run, lanes=workers or default_threads(), spin=False)
     try:
         from .predict import make_predictor
 
