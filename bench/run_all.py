@@ -27,7 +27,7 @@ RESULTS = HERE / "results"
 REPORT = HERE / "RESULTS.md"
 NOTES = HERE / "notes"  # bench/notes/<benchmark>.md: prose shown above that benchmark's table
 SUMMARY = RESULTS / "run_all.json"
-ORDER = ["synth_speed", "doctor_speed", "alloc_faults", "train_speed", "framework_compare", "infer_speed",
+ORDER = ["synth_speed", "doctor_speed", "alloc_faults", "train_speed", "framework_compare", "infer_speed", "int8_parity",
          "serve_load", "ray_scaling", "startup", "first_epoch", "real_accuracy", "anomaly", "cuda_check"]
 # Scripts in bench/ that are helpers of a benchmark, not benchmarks.
 HELPERS = {"run_all", "keras_seed_cnn", "minimal_torch"}
