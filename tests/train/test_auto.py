@@ -37,3 +37,25 @@ def test_features_chooses_its_head_by_cross_validation_and_refits_on_train_and_v
     old = train(toy_data, out=tmp_path / "v", approach="features", model="efficientnet_lite0", img_size=32,
                 cv_folds=0, quiet=True)
     assert old.metrics["validation"]["split"] == "val" and "chosen on validation" in old.metrics["notes"][0]
+
+
+def test_auto_keeps_the_features_model_when_nothing_was_fine_tuned(toy_data: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """When joint fine-tuning falls back to the head-only weights, both candidates are heads on the
+    frozen base; the one whose L2 was chosen on the validation images must not win on them."""
+    from inspectnet.train import loop
+
+    real_fit = loop.lightning_fit
+
+    def no_better(ctx, network, stage):  # joint fine-tuning that never beats the head
+        res = real_fit(ctx, network, stage)
+        res.best_val_loss = float("inf")
+        return res
+
+    monkeypatch.setattr(loop, "lightning_fit", no_better)
+    res = train(toy_data, out=tmp_path / "auto", approach="auto", model="efficientnet_lite0", img_size=32, epochs=1,
+                quiet=True)
+    notes = " ".join(res.metrics["notes"])
+    assert "joint fine-tuning did not beat the head-only model" in notes
+    assert "keeping the features approach's" in res.metrics["fallback"]
+    assert res.metrics["validation"]["split"].startswith("cv5")  # the features model, fitted on train+val
