@@ -10,6 +10,7 @@ import contextlib
 import io
 import socket
 import struct
+import subprocess
 import threading
 import zlib
 from collections.abc import Iterator
@@ -124,3 +125,25 @@ def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
     idat = zlib.compress(b"\x00" * 16)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@contextlib.contextmanager
+def serve_process(cmd: list[str], env: dict[str, str] | None = None,
+                  ready_timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``cmd`` (an ``inspectnet serve RUN ...`` command line) in a subprocess on a free port;
+    yields ``(url, process)`` once ``/readyz`` answers (the test fails with the server's output
+    when it does not). SIGTERM at the end: the caller checks ``process.returncode`` after."""
+    from inspectnet.serve.ready import free_port, wait_ready
+
+    port = free_port()
+    proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_ready(url, ready_timeout, alive=lambda: proc.poll() is None)
+        except RuntimeError as e:
+            pytest.fail(f"{' '.join(map(str, cmd))} did not become ready: {e}\n{proc.stdout.read().decode()[-2000:]}")
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

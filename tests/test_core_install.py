@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_serve import lite_run, toy_images  # noqa: F401 - fixtures
+from conftest_serve import lite_run, serve_process, toy_images  # noqa: F401 - fixtures
 from inspectnet.predict import expand_inputs, make_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,22 +116,13 @@ def test_the_serve_venv_serves_without_torch(serve_python: Path, lite_run: Path,
                                              tmp_path_factory: pytest.TempPathFactory) -> None:
     import httpx
 
-    from inspectnet.serve.ready import free_port, wait_ready
-
     probe = run_in(serve_python, "-c", "import importlib.util as u; print(u.find_spec('torch'))")
     assert probe.stdout.strip() == "None", probe.stdout + probe.stderr
     images = sorted(expand_inputs([toy_images(tmp_path_factory)]))[:3]
     want = {Path(r["path"]).name: r for r in make_predictor(lite_run, engine="torch").predict_paths(images)}
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    proc = subprocess.Popen([str(serve_python), "-m", "inspectnet", "serve", str(lite_run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_ready(url, 90, alive=lambda: proc.poll() is None)
-        except RuntimeError as e:
-            pytest.fail(f"serve in the [serve] venv did not become ready: {e}\n{proc.stdout.read().decode()[-2000:]}")
+    with serve_process([str(serve_python), "-m", "inspectnet", "serve", str(lite_run)], env=env,
+                       ready_timeout=90) as (url, proc):
         files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
         r = httpx.post(f"{url}/v1/predict", files=files, timeout=60)
         assert r.status_code == 200 and r.json()["engine"] == "onnx", r.text
@@ -139,7 +130,4 @@ def test_the_serve_venv_serves_without_torch(serve_python: Path, lite_run: Path,
             w = want[row["name"]]
             assert row["verdict"] == w["verdict"]
             assert all(abs(row["probabilities"][k] - v) < 1e-4 for k, v in w["probabilities"].items())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
     assert proc.returncode == 0

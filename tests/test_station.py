@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_serve import lite_run, seed_run, toy_images  # noqa: F401 - fixtures
+from conftest_serve import lite_run, seed_run, serve_process, toy_images  # noqa: F401 - fixtures
 from inspectnet.predict import expand_inputs, make_predictor
 
 # Any import of torch (or of what needs it) fails in the child: the station must not reach it.
@@ -86,19 +86,9 @@ def test_serve_without_torch_answers_like_the_torch_engine(lite_run: Path,
                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
     import httpx
 
-    from inspectnet.serve.ready import free_port, wait_ready
-
     images = sorted(expand_inputs([toy_images(tmp_path_factory)]))[:4]
     want = {Path(r["path"]).name: r for r in make_predictor(lite_run, engine="torch").predict_paths(images)}
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", NO_TORCH, "serve", str(lite_run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_ready(url, 60, alive=lambda: proc.poll() is None)
-        except RuntimeError as e:
-            pytest.fail(f"serve without torch did not become ready: {e}\n{proc.stdout.read().decode()[-2000:]}")
+    with serve_process([sys.executable, "-c", NO_TORCH, "serve", str(lite_run)]) as (url, proc):
         files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
         r = httpx.post(f"{url}/v1/predict", files=files, timeout=60)
         assert r.status_code == 200, r.text
@@ -113,9 +103,6 @@ def test_serve_without_torch_answers_like_the_torch_engine(lite_run: Path,
         assert r.status_code == 501 and "torch" in r.json()["detail"], r.text
         model = httpx.get(f"{url}/v1/model", timeout=30)
         assert model.status_code == 200 and model.json()["cam_available"] is False, model.text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
     assert proc.returncode == 0
 
 

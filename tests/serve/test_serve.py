@@ -22,7 +22,8 @@ from PIL import Image
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest_serve import bomb_png, png_bytes, running_server, seed_run, toy_images, truncated_png  # noqa: F401
+from conftest_serve import (  # noqa: F401 - fixtures
+    bomb_png, png_bytes, running_server, seed_run, serve_process, toy_images, truncated_png)
 from inspectnet.predict import BasePredictor, Predictor, expand_inputs, make_predictor
 from inspectnet.errors import DataError, InspectnetError
 from inspectnet.data.decode import resize_uint8
@@ -207,23 +208,12 @@ def test_full_queue_answers_503_with_retry_after(seed_run: Path, onnx_pred: Base
 
 
 def test_serve_command_runs_uvicorn(seed_run: Path) -> None:
-    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "inspectnet.cli", "serve", str(seed_run), "--port", str(port),
-                             "--token", TOKEN, "--max-upload-mb", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_ready(url, 60, alive=lambda: proc.poll() is None)
-        except RuntimeError as e:
-            pytest.fail(f"inspectnet serve did not become ready: {e}\n{proc.stdout.read().decode()[-2000:]}")
+    with serve_process([sys.executable, "-m", "inspectnet.cli", "serve", str(seed_run), "--token", TOKEN,
+                        "--max-upload-mb", "2"], env=env) as (url, proc):
         assert httpx.get(f"{url}/v1/model").status_code == 401
         body = httpx.get(f"{url}/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert body["limits"]["max_upload_mb"] == 2 and body["engine"] == "onnx"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
     assert proc.returncode == 0  # SIGTERM is a clean, drained stop, not death by signal
 
 
