@@ -302,14 +302,15 @@ class RowPredictor:
         preempt the engine's intra-op threads, and each parallel op then waits for its
         descheduled thread. One single-threaded engine call per lane never waits for another.
         """
+        def lane(chunk: list[Path]) -> list[BatchItem]:
+            return self._infer([load(p) for p in chunk])
+
         chunks = iter([paths[i : i + size] for i in range(0, len(paths), size)])
         with ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="inspectnet-lane") as pool:
-            pending = deque(pool.submit(lambda c: self._infer([load(p) for p in c]), c)
-                            for c in islice(chunks, 2 * self.lanes))
+            pending = deque(pool.submit(lane, c) for c in islice(chunks, 2 * self.lanes))
             while pending:
                 done = pending.popleft().result()
-                for c in islice(chunks, 1):
-                    pending.append(pool.submit(lambda c: self._infer([load(p) for p in c]), c))
+                pending.extend(pool.submit(lane, c) for c in islice(chunks, 1))
                 yield done
 
     def predict_paths(self, paths: list[Path], batch_size: int = 32,
